@@ -1,0 +1,79 @@
+"""One call to get a network with its weights: ``load("caffenet", folder)``.
+
+With a folder, ``load`` reads weights converted by ``python -m weights_convert``; without one, it returns
+the embedded default of that architecture: the small MNIST-trained CaffeNet / fc6 generator pair shipped
+inside the package, which runs the same code paths as the real models.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.resources
+import os
+import pathlib
+from typing import Any, Callable, Mapping, Sequence
+
+import flax.linen as nn
+import jax
+
+from jaxviz.models import checkpoint
+from jaxviz.models.caffenet import CaffeNet, CaffeNetConfig
+from jaxviz.models.generator import Generator, GeneratorConfig
+
+# architecture -> (module class, config class, folder of the embedded default under jaxviz/data/embedded)
+ARCHITECTURES: dict[str, tuple[type[nn.Module], Any, str]] = {
+    "caffenet": (CaffeNet, CaffeNetConfig, "classifier"),
+    "generator": (Generator, GeneratorConfig, "generator"),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Model:
+    """A network with its parameters: ``model(x, taps)`` runs it; ``module.apply`` is there for jit/vmap."""
+
+    architecture: str
+    module: nn.Module
+    params: Mapping[str, Any]
+    metadata: Mapping[str, Any]
+
+    @property
+    def config(self) -> Any:
+        """The architecture's config dataclass (sizes of the network)."""
+        return self.module.config
+
+    def apply(self, params: Mapping[str, Any], x: jax.Array, taps: Sequence[str] | None = None,
+              **kwargs: Any) -> dict[str, jax.Array]:
+        """Pure forward pass with explicit ``params`` (the form to use under ``jax.jit``/``jax.grad``)."""
+        if taps is None:
+            return self.module.apply({"params": params}, x, **kwargs)
+        return self.module.apply({"params": params}, x, tuple(taps), **kwargs)
+
+    def __call__(self, x: jax.Array, taps: Sequence[str] | None = None, **kwargs: Any) -> dict[str, jax.Array]:
+        return self.apply(self.params, x, taps, **kwargs)
+
+
+def embedded_dir(architecture: str) -> pathlib.Path:
+    """Folder of the embedded default model of ``architecture`` inside the installed package."""
+    _check_architecture(architecture)
+    folder = ARCHITECTURES[architecture][2]
+    return pathlib.Path(str(importlib.resources.files("jaxviz") / "data" / "embedded" / folder))
+
+
+def load(architecture: str, model_dir: str | os.PathLike | None = None) -> Model:
+    """The ``architecture`` ("caffenet" or "generator") with weights from ``model_dir`` (default: embedded)."""
+    _check_architecture(architecture)
+    folder = embedded_dir(architecture) if model_dir is None else pathlib.Path(model_dir)
+    params, card = checkpoint.restore(folder)
+    if card.get("architecture") != architecture:
+        raise checkpoint.CheckpointError(
+            f"{folder} holds a {card.get('architecture')!r} model, not {architecture!r}")
+    module_cls, config_cls, _ = ARCHITECTURES[architecture]
+    config = config_cls.from_dict(card.get("config", {}))
+    params = jax.tree_util.tree_map(jax.numpy.asarray, params)
+    return Model(architecture, module_cls(config), params, card)
+
+
+def _check_architecture(architecture: str) -> None:
+    if architecture not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {architecture!r}; known: {', '.join(ARCHITECTURES)} "
+                         f"(other Caffe networks: jaxviz.models.from_caffe(prototxt, caffemodel))")
