@@ -199,3 +199,31 @@ def lrn_params(layer: LayerSpec) -> LRNParams:
     return LRNParams(local_size=int(first(msg, "local_size", 5)), alpha=float(first(msg, "alpha", 1.0)),
                      beta=float(first(msg, "beta", 0.75)), k=float(first(msg, "k", 1.0)),
                      region=first(msg, "norm_region", "ACROSS_CHANNELS"))
+
+
+# ----- joining a prototxt architecture with caffemodel weights ----------------------------------------
+
+# Layer types that cannot run without learned blobs.
+LAYERS_WITH_BLOBS = frozenset({"Convolution", "Deconvolution", "InnerProduct", "PReLU", "BatchNorm", "Scale"})
+
+
+def attach_weights(arch: NetSpec, weights: NetSpec) -> NetSpec:
+    """``arch`` (TEST/unphased layers only) with each layer's blobs taken from ``weights`` by layer name."""
+    files = f"{arch.source}, {weights.source}"
+    kept = [l for l in arch.layers if l.phase != "TRAIN"]
+    names = {l.name for l in kept}
+    blobs = weights.blobs_by_layer()
+    for name in blobs:
+        if name not in names:
+            raise ModelMismatchError(
+                f"the weights {weights.source} have blobs for layer {name!r}, which the architecture "
+                f"{arch.source} does not define (for the TEST phase)", file=files, layer=name)
+    layers = []
+    for layer in kept:
+        found = blobs.get(layer.name, ())
+        if not found and layer.type in LAYERS_WITH_BLOBS:
+            raise ModelMismatchError(
+                f"{layer.type} layer {layer.name!r} of {arch.source} has no blobs in the weights "
+                f"{weights.source}", file=files, layer=layer.name)
+        layers.append(dataclasses.replace(layer, blobs=tuple(found)))
+    return dataclasses.replace(arch, layers=tuple(layers))
