@@ -1,0 +1,218 @@
+"""Objectives: pure functions of a forward pass's activations, composed with ``+``, ``*`` and ``-``.
+
+An ``Objective`` maps ``(acts, target) -> scalar`` to *maximize*. ``acts`` is the dict a network returns
+for the taps the objective names, plus two pseudo-taps the optimization loop adds: ``"image"`` (the
+image fed to the network, before robustness transforms) and ``"code"`` (the generator code, when the
+image is ``G(code)``). Arrays carry the batch of images of one run as their first axis; objectives sum
+over it, so each image's gradient is its own.
+
+``target`` is the run-time argument of an optimization: a unit index, or reference features. An
+objective built with ``index=None`` reads its unit from ``target``, so one compiled program serves every
+unit of a layer (``jax.vmap`` over targets); a fixed ``index`` bakes the unit in. Combining objectives is
+Lucid's algebra: ``unit("fc8", 3) - 0.5 * unit("fc8", 5) - 1e-3 * priors.l2()``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Acts = Mapping[str, jax.Array]
+Position = str | tuple[int, int]  # "center", "mean", or (row, col)
+
+IMAGE = "image"
+CODE = "code"
+PSEUDO_TAPS = frozenset({IMAGE, CODE})
+
+
+@dataclasses.dataclass(frozen=True)
+class Objective:
+    """A scalar to maximize, as a function of activations and the run's target; composes like Lucid's."""
+
+    fn: Callable[[Acts, Any], jax.Array]
+    taps: frozenset[str]
+    name: str = "objective"
+    # The unit whose rank in its layer a result reports, when the objective is about one unit.
+    unit_layer: str | None = None
+    unit_position: Position = "mean"
+    unit_index: int | None = None
+
+    def __call__(self, acts: Acts, target: Any = None) -> jax.Array:
+        return self.fn(acts, target)
+
+    @property
+    def network_taps(self) -> tuple[str, ...]:
+        """The network layers this objective reads (pseudo-taps excluded), sorted for a stable jit key."""
+        return tuple(sorted(self.taps - PSEUDO_TAPS))
+
+    def __add__(self, other: "Objective | float") -> "Objective":
+        other = _as_objective(other)
+        return Objective(lambda acts, t: self.fn(acts, t) + other.fn(acts, t), self.taps | other.taps,
+                         f"({self.name} + {other.name})", *_unit_of(self, other))
+
+    __radd__ = __add__
+
+    def __mul__(self, factor: float | jax.Array) -> "Objective":
+        if isinstance(factor, Objective):
+            other = factor
+            return Objective(lambda acts, t: self.fn(acts, t) * other.fn(acts, t), self.taps | other.taps,
+                             f"({self.name} * {other.name})")
+        return Objective(lambda acts, t: factor * self.fn(acts, t), self.taps, f"{factor} * {self.name}",
+                         self.unit_layer, self.unit_position, self.unit_index)
+
+    __rmul__ = __mul__
+
+    def __neg__(self) -> "Objective":
+        return Objective(lambda acts, t: -self.fn(acts, t), self.taps, f"-{self.name}")
+
+    def __sub__(self, other: "Objective | float") -> "Objective":
+        return self + (-_as_objective(other))
+
+    def __rsub__(self, other: float) -> "Objective":
+        return _as_objective(other) + (-self)
+
+    def __truediv__(self, divisor: float) -> "Objective":
+        return self * (1.0 / divisor)
+
+
+def _as_objective(value: "Objective | float") -> Objective:
+    if isinstance(value, Objective):
+        return value
+    return Objective(lambda acts, t: jnp.asarray(value, jnp.float32), frozenset(), repr(value))
+
+
+def _unit_of(a: Objective, b: Objective) -> tuple[str | None, Position, int | None]:
+    # A sum keeps the unit of its one unit-objective term (a unit objective plus penalties stays a unit
+    # objective); with two unit terms there is no single unit to rank.
+    units = [o for o in (a, b) if o.unit_layer is not None]
+    if len(units) == 1:
+        return units[0].unit_layer, units[0].unit_position, units[0].unit_index
+    return None, "mean", None
+
+
+# ----- reading one unit's value ---------------------------------------------------------------------
+
+def unit_values(acts: Acts, layer: str, position: Position = "mean") -> jax.Array:
+    """(batch, units) values of a layer: fc layers as they are, conv channels at a position or averaged."""
+    a = acts[layer]
+    if a.ndim == 2:
+        return a
+    if a.ndim != 4:
+        raise ValueError(f"layer {layer!r} has activations of shape {a.shape}; expected (N, units) or NHWC")
+    if position == "mean":
+        return a.mean(axis=(1, 2))
+    if position == "center":
+        return a[:, a.shape[1] // 2, a.shape[2] // 2, :]
+    row, col = position
+    if not (0 <= row < a.shape[1] and 0 <= col < a.shape[2]):
+        raise ValueError(f"position {position} is outside layer {layer!r} of spatial size {a.shape[1:3]}")
+    return a[:, row, col, :]
+
+
+def _index(index: int | None, target: Any) -> Any:
+    return target if index is None else index
+
+
+def check_unit(layer: str, index: int, num_units: int) -> None:
+    """A clear error for a unit index outside its layer (only checkable for concrete indices)."""
+    if not 0 <= int(index) < num_units:
+        raise IndexError(f"unit {index} is out of range for layer {layer!r} with {num_units} units")
+
+
+def _pick(values: jax.Array, index: Any, layer: str) -> jax.Array:
+    # Python indices are checked here; traced ones (vmap over units) are checked before tracing.
+    if isinstance(index, (int, np.integer)):
+        check_unit(layer, index, values.shape[-1])
+    return jnp.take(values, jnp.asarray(index, jnp.int32), axis=-1)
+
+
+# ----- constructors -----------------------------------------------------------------------------------
+
+def unit(layer: str, index: int | None = None, position: Position = "center") -> Objective:
+    """Raw activation of one unit: an fc unit, or a conv channel at ``position`` ("center", "mean", (r, c))."""
+    def fn(acts: Acts, target: Any) -> jax.Array:
+        return _pick(unit_values(acts, layer, position), _index(index, target), layer).sum()
+    return Objective(fn, frozenset({layer}), f"unit({layer}, {index if index is not None else 'target'})",
+                     layer, position, index)
+
+
+def channel(layer: str, index: int | None = None) -> Objective:
+    """Spatial mean of one conv channel (Lucid's ``channel``)."""
+    return dataclasses.replace(unit(layer, index, "mean"), name=f"channel({layer}, {index})")
+
+
+def softmax(layer: str, index: int | None = None, position: Position = "center") -> Objective:
+    """Softmax probability of a unit across its layer (survey seed Table 1b)."""
+    def fn(acts: Acts, target: Any) -> jax.Array:
+        p = jax.nn.softmax(unit_values(acts, layer, position), axis=-1)
+        return _pick(p, _index(index, target), layer).sum()
+    return Objective(fn, frozenset({layer}), f"softmax({layer}, {index})", layer, position, index)
+
+
+def log_softmax(layer: str, index: int | None = None, position: Position = "center") -> Objective:
+    """Log-softmax selectivity of a unit across its layer, with its exact gradient (survey seed Table 1c).
+
+    d/dx log s_c = d a_c/dx - sum_j s_j d a_j/dx: the target rises while every other unit is pushed down
+    in proportion to its own probability, so the image becomes selective for the target.
+    """
+    def fn(acts: Acts, target: Any) -> jax.Array:
+        ls = jax.nn.log_softmax(unit_values(acts, layer, position), axis=-1)
+        return _pick(ls, _index(index, target), layer).sum()
+    return Objective(fn, frozenset({layer}), f"log_softmax({layer}, {index})", layer, position, index)
+
+
+def weighted_units(layer: str, weights: Mapping[int, float] | Sequence[float],
+                   position: Position = "center") -> Objective:
+    """A weighted sum of units of one layer: ``{3: 1.0, 5: -0.5}`` maximizes unit 3 while lowering unit 5."""
+    def fn(acts: Acts, target: Any) -> jax.Array:
+        values = unit_values(acts, layer, position)
+        if isinstance(weights, Mapping):
+            return sum(w * values[:, i] for i, w in weights.items()).sum()
+        return (values @ jnp.asarray(weights, values.dtype)).sum()
+    return Objective(fn, frozenset({layer}), f"weighted_units({layer})")
+
+
+def feature_inversion(layer: str, reference: jax.Array | None = None) -> Objective:
+    """Negated normalized feature distance ``-||phi(x) - phi(x0)||^2 / ||phi(x0)||^2`` (Mahendran & Vedaldi).
+
+    ``reference`` is phi(x0) with its batch axis; ``None`` takes it from the run's target.
+    """
+    def fn(acts: Acts, target: Any) -> jax.Array:
+        ref = target if reference is None else reference
+        phi = acts[layer]
+        axes = tuple(range(1, phi.ndim))
+        dist = jnp.sum(jnp.square(phi - ref), axis=axes) / jnp.sum(jnp.square(ref), axis=axes)
+        return -dist.sum()
+    return Objective(fn, frozenset({layer}), f"feature_inversion({layer})")
+
+
+def deepdream(layer: str) -> Objective:
+    """DeepDream's objective: the mean squared activation of a whole layer."""
+    def fn(acts: Acts, target: Any) -> jax.Array:
+        a = acts[layer]
+        return jnp.mean(jnp.square(a), axis=tuple(range(1, a.ndim))).sum()
+    return Objective(fn, frozenset({layer}), f"deepdream({layer})")
+
+
+def diversity(layer: str) -> Objective:
+    """Lucid's batch diversity: minus the mean pairwise cosine similarity of the images' Gram matrices."""
+    def fn(acts: Acts, target: Any) -> jax.Array:
+        a = acts[layer]
+        n = a.shape[0]
+        flat = a.reshape(n, -1, a.shape[-1])
+        grams = jnp.einsum("nsc,nsd->ncd", flat, flat).reshape(n, -1)
+        grams = grams / (jnp.linalg.norm(grams, axis=-1, keepdims=True) + 1e-12)
+        sim = grams @ grams.T
+        return -(sim.sum() - jnp.trace(sim)) / n
+    return Objective(fn, frozenset({layer}), f"diversity({layer})")
+
+
+def rank_in_layer(acts: Acts, layer: str, index: Any, position: Position = "mean") -> jax.Array:
+    """Per image, how many units of ``layer`` exceed the target unit (0: the target is top-ranked)."""
+    values = unit_values(acts, layer, position)
+    own = jnp.take(values, jnp.asarray(index, jnp.int32), axis=-1)[..., None]
+    return jnp.sum(values > own, axis=-1)
