@@ -37,6 +37,14 @@ class Model:
     metadata: Mapping[str, Any]
 
     @property
+    def input_shape(self) -> tuple[int, ...]:
+        """Per-example input shape: (H, W, C) for a classifier, (code_size,) for a generator."""
+        cfg = self.module.config
+        if hasattr(cfg, "input_size"):
+            return (cfg.input_size, cfg.input_size, cfg.in_channels)
+        return (cfg.code_size,)
+
+    @property
     def config(self) -> Any:
         """The architecture's config dataclass (sizes of the network)."""
         return self.module.config

@@ -1,0 +1,186 @@
+"""The optimization loop: one ``lax.scan`` per run, compiled once and ``vmap``-ped over seeds and units.
+
+A run maximizes an ``Objective`` over the variable of a parameterization, from a PRNG key and a target
+(unit index or reference features). Each step: render the image, apply the robustness transform, run
+the network up to the deepest tap the objective reads, take the gradient, let the optax update rule turn
+it into a step, then apply the prior operators. A step whose objective or variable is not finite ends
+that run (the variable keeps its last finite value and the step is recorded); the other runs of a batch
+go on. Everything stays on the device: no host round trip inside the loop.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, Callable, NamedTuple, Sequence
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from jaxviz.objectives import CODE, IMAGE, Objective, check_unit, rank_in_layer, unit_values
+from jaxviz.param import Parameterization
+from jaxviz.priors import Operator, OperatorContext
+from jaxviz.transforms import Transform
+
+NetApply = Callable[[Any, jax.Array, Sequence[str]], dict]
+
+
+@dataclasses.dataclass(frozen=True)
+class Method:
+    """How to optimize: step count, optax update rule, prior operators, robustness transform."""
+
+    steps: int
+    optimizer: optax.GradientTransformation
+    operator: Operator | None = None
+    transform: Transform | None = None
+    stop_on_zero_grad: bool = False  # DGN-AM stops when the gradient is exactly zero
+    images_per_run: int = 1          # >1 for batch objectives such as diversity
+    name: str = "custom"
+
+
+class Result(NamedTuple):
+    """What a run returns (under ``vmap``, every field gains a leading run axis)."""
+
+    image: jax.Array              # (n, H, W, C) rendered from the final variable
+    z: jax.Array                  # final variable (code, pixels or spectrum)
+    objective: jax.Array          # (steps,) objective at each step's forward pass
+    activation: jax.Array         # (steps, n) target unit's activation per step (0 if no unit)
+    final_objective: jax.Array    # objective at the final variable
+    final_activation: jax.Array   # (n,) target unit's activation at the final variable
+    rank: jax.Array               # (n,) units of the target's layer above it at the end (-1: no unit)
+    best_image: jax.Array         # image with the highest objective seen
+    best_z: jax.Array
+    best_objective: jax.Array
+    best_step: jax.Array          # step of the best image (steps: the final variable)
+    failed_step: jax.Array        # first step with a NaN/Inf objective or variable, -1 if none
+    stopped_step: jax.Array       # step whose gradient was exactly zero (run stopped), -1 if none
+
+
+# ----- update rules (optax) ---------------------------------------------------------------------------
+
+def scale_by_mean_abs(eps: float = 1e-12) -> optax.GradientTransformation:
+    """Divide the update by its mean absolute value, per run (DGN-AM's and PPGN's normalization)."""
+    def update(updates, state, params=None):
+        del params
+        return jax.tree_util.tree_map(lambda u: u / (jnp.mean(jnp.abs(u)) + eps), updates), state
+    return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
+
+
+def gradient_ascent(learning_rate: float | optax.Schedule) -> optax.GradientTransformation:
+    """Plain gradient ascent ``z += lr * g`` (the loop feeds optax the gradient of ``-objective``)."""
+    return optax.sgd(learning_rate)
+
+
+def normalized_gradient_ascent(learning_rate: float | optax.Schedule) -> optax.GradientTransformation:
+    """``z += lr_i * g / mean|g|`` (DGN-AM, PPGN)."""
+    return optax.chain(scale_by_mean_abs(), optax.scale_by_learning_rate(learning_rate))
+
+
+# ----- one run -----------------------------------------------------------------------------------------
+
+class _Carry(NamedTuple):
+    z: jax.Array
+    opt_state: Any
+    alive: jax.Array
+    best_z: jax.Array
+    best_objective: jax.Array
+    best_step: jax.Array
+    failed_step: jax.Array
+    stopped_step: jax.Array
+
+
+def _target_activation(objective: Objective, acts: dict, target: Any) -> tuple[jax.Array, jax.Array]:
+    """(activation, rank) of the objective's unit per image, or zeros and -1 when it has no single unit."""
+    n = acts[IMAGE].shape[0]
+    if objective.unit_layer is None:
+        return jnp.zeros((n,), jnp.float32), jnp.full((n,), -1, jnp.int32)
+    index = target if objective.unit_index is None else objective.unit_index
+    values = unit_values(acts, objective.unit_layer, objective.unit_position)
+    act = jnp.take(values, jnp.asarray(index, jnp.int32), axis=-1)
+    rank = rank_in_layer(acts, objective.unit_layer, index, objective.unit_position)
+    return act, rank.astype(jnp.int32)
+
+
+def make_run(net_apply: NetApply, objective: Objective, param: Parameterization,
+             method: Method) -> Callable[..., Result]:
+    """The pure function ``run(net_params, aux_params, target, key, z0=None) -> Result`` of one run."""
+    taps = objective.network_taps
+    if objective.unit_layer is not None and objective.unit_layer not in taps:
+        taps = tuple(sorted(set(taps) | {objective.unit_layer}))
+    if not taps:
+        raise ValueError(f"objective {objective.name} reads no network layer")
+
+    def forward(net_params, aux_params, z, target, key=None):
+        """Objective and activations; ``key`` None means the image is seen untransformed."""
+        image = param.render(aux_params, z)
+        seen = image if key is None or method.transform is None else method.transform(key, image)
+        acts = dict(net_apply(net_params, seen, taps))
+        acts[IMAGE] = image
+        if param.is_code:
+            acts[CODE] = z
+        return objective(acts, target), acts
+
+    value_and_grad = jax.value_and_grad(forward, argnums=2, has_aux=True)
+
+    def run(net_params, aux_params, target, key, z0=None) -> Result:
+        init_key, loop_key = jax.random.split(key)
+        z = param.init(init_key, method.images_per_run) if z0 is None else jnp.asarray(z0, jnp.float32)
+        carry = _Carry(z, method.optimizer.init(z), jnp.array(True), z, jnp.array(-jnp.inf, jnp.float32),
+                       jnp.array(-1, jnp.int32), jnp.array(-1, jnp.int32), jnp.array(-1, jnp.int32))
+
+        def step(carry: _Carry, i: jax.Array):
+            transform_key, operator_key = jax.random.split(jax.random.fold_in(loop_key, i))
+            (value, acts), grad = value_and_grad(net_params, aux_params, carry.z, target, transform_key)
+            activation, _ = _target_activation(objective, acts, target)
+            # optax minimizes: feed it the gradient of -objective.
+            updates, opt_state = method.optimizer.update(jax.tree_util.tree_map(jnp.negative, grad),
+                                                         carry.opt_state, carry.z)
+            z = optax.apply_updates(carry.z, updates)
+            if method.operator is not None:
+                z = method.operator(z, OperatorContext(i, operator_key, grad))
+            finite = jnp.isfinite(value) & jnp.all(jnp.isfinite(z))
+            zero_grad = jnp.all(grad == 0) if method.stop_on_zero_grad else jnp.array(False)
+            improved = carry.alive & jnp.isfinite(value) & (value > carry.best_objective)
+            moving = carry.alive & finite & ~zero_grad
+            keep = lambda new, old: jax.tree_util.tree_map(lambda a, b: jnp.where(moving, a, b), new, old)
+            new = _Carry(
+                z=keep(z, carry.z), opt_state=keep(opt_state, carry.opt_state), alive=moving,
+                best_z=jnp.where(improved, carry.z, carry.best_z),
+                best_objective=jnp.where(improved, value, carry.best_objective),
+                best_step=jnp.where(improved, i, carry.best_step),
+                failed_step=jnp.where(carry.alive & ~finite, i, carry.failed_step),
+                stopped_step=jnp.where(carry.alive & finite & zero_grad, i, carry.stopped_step))
+            return new, (jnp.where(carry.alive, value, jnp.nan), activation)
+
+        carry, (trace, activations) = jax.lax.scan(step, carry, jnp.arange(method.steps, dtype=jnp.int32))
+        # The final image is judged as produced, without the robustness transform.
+        final_value, acts = forward(net_params, aux_params, carry.z, target)
+        image = acts[IMAGE]
+        final_activation, rank = _target_activation(objective, acts, target)
+        final_better = jnp.isfinite(final_value) & (final_value > carry.best_objective)
+        best_z = jnp.where(final_better, carry.z, carry.best_z)
+        return Result(
+            image=image, z=carry.z, objective=trace, activation=activations, final_objective=final_value,
+            final_activation=final_activation, rank=rank, best_image=param.render(aux_params, best_z),
+            best_z=best_z, best_objective=jnp.where(final_better, final_value, carry.best_objective),
+            best_step=jnp.where(final_better, method.steps, carry.best_step),
+            failed_step=carry.failed_step, stopped_step=carry.stopped_step)
+
+    return run
+
+
+@functools.lru_cache(maxsize=64)
+def compiled_run(net_apply: NetApply, objective: Objective, param: Parameterization, method: Method,
+                 batched: bool, with_z0: bool) -> Callable[..., Result]:
+    """The jit-compiled run (vmapped over targets, keys and starts when ``batched``), cached per setup."""
+    run = make_run(net_apply, objective, param, method)
+    if not with_z0:
+        run_ = run
+        run = lambda net_params, aux_params, target, key: run_(net_params, aux_params, target, key)
+    if batched:
+        axes = (None, None, 0, 0, 0) if with_z0 else (None, None, 0, 0)
+        run = jax.vmap(run, in_axes=axes)
+    return jax.jit(run)
