@@ -1,0 +1,119 @@
+"""The optimization loop: batched runs equal single runs, activations rise, bad input and NaNs are handled."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxviz import objectives as O
+from jaxviz.models import CaffeNet, CaffeNetConfig
+from jaxviz.models.caffenet import ConvSpec
+from jaxviz.models.zoo import Model
+from jaxviz.optimize import Method, gradient_ascent, normalized_gradient_ascent
+from jaxviz.param import Pixels
+from jaxviz.visualize import OptimizationFailed, unit_keys, visualize, visualize_batch
+
+SMALL = CaffeNetConfig(input_size=28, in_channels=1,
+                       convs=(ConvSpec(8, 5, 1, 2, 1), ConvSpec(8, 5, 1, 2, 2), ConvSpec(8, 3, 1, 1, 1),
+                              ConvSpec(8, 3, 1, 1, 2), ConvSpec(8, 3, 1, 1, 2)),
+                       fc=(32, 32, 10))
+
+
+@pytest.fixture(scope="module")
+def net() -> Model:
+    """A small random CaffeNet with weights large enough for visible activations."""
+    module = CaffeNet(SMALL)
+    params = module.init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)), ("prob",))["params"]
+    params = jax.tree_util.tree_map(lambda p: p * 10.0 if p.ndim > 1 else p, params)
+    return Model("caffenet", module, params, {})
+
+
+METHOD = Method(12, normalized_gradient_ascent(2.0))
+
+
+def test_batch_of_eight_units_equals_eight_single_runs(net):
+    targets, keys = unit_keys(0, range(8))
+    batch = visualize_batch(net, O.unit("fc8"), keys=keys, targets=targets, method=METHOD)
+    for i in range(8):
+        single = visualize(net, O.unit("fc8"), key=keys[i], target=int(targets[i]), method=METHOD)
+        # Batched and single programs may fuse float sums differently: compare relatively.
+        scale = float(jnp.abs(single.image).max())
+        np.testing.assert_allclose(batch.image[i], single.image, atol=1e-4 * scale)
+        np.testing.assert_allclose(batch.final_activation[i], single.final_activation, rtol=1e-3)
+
+
+def test_target_activation_rises(net):
+    result = visualize(net, O.unit("fc8", 4), method=METHOD, key=jax.random.key(3))
+    trace = np.asarray(result.activation[:, 0])
+    assert trace[-1] > trace[0]
+    assert float(result.final_activation[0]) > trace[0]
+    assert result.failed_step == -1
+
+
+def test_best_image_has_the_best_objective(net):
+    result = visualize(net, O.unit("fc8", 1), method=METHOD)
+    assert float(result.best_objective) >= float(np.nanmax(np.asarray(result.objective)))
+
+
+def test_unknown_layer_is_named(net):
+    with pytest.raises(ValueError, match="fc9"):
+        visualize(net, O.unit("fc9", 0), method=METHOD)
+
+
+def test_unit_out_of_range_is_named(net):
+    with pytest.raises(IndexError, match="unit 10 is out of range for layer 'fc8'"):
+        visualize(net, O.unit("fc8", 10), method=METHOD)
+    with pytest.raises(IndexError, match="unit 12"):
+        visualize_batch(net, O.unit("fc8"), targets=jnp.array([1, 12]), keys=jax.random.split(jax.random.key(0), 2),
+                        method=METHOD)
+
+
+def test_image_shape_mismatch_is_named(net):
+    with pytest.raises(ValueError, match=r"\(32, 32, 1\).*\(28, 28, 1\)"):
+        visualize(net, O.unit("fc8", 0), Pixels((32, 32, 1)), method=METHOD)
+
+
+def test_nan_stops_only_its_own_run(net):
+    # sqrt(limit - a) turns NaN once the activation passes the limit; only target 2 has a reachable limit.
+    base = O.unit("fc8")
+
+    def fn(acts, target):
+        a = base(acts, target)
+        limit = jnp.where(target == 2, 1e-3, 1e30)
+        return a + 1e-6 * jnp.sqrt(limit - a)
+
+    objective = O.Objective(fn, base.taps, "nan-prone", "fc8", "center", None)
+    targets = jnp.array([1, 2, 3])
+    keys = jax.random.split(jax.random.key(0), 3)
+    with pytest.warns(OptimizationFailed, match="run 1 at step"):
+        result = visualize_batch(net, objective, keys=keys, targets=targets, method=METHOD)
+    failed = np.asarray(result.failed_step)
+    assert failed[1] >= 0 and failed[0] == -1 and failed[2] == -1
+    assert np.all(np.isfinite(np.asarray(result.image)))
+    assert np.all(np.isnan(np.asarray(result.objective[1, failed[1]:])))
+    clean = visualize_batch(net, base, keys=keys, targets=targets, method=METHOD)
+    np.testing.assert_allclose(result.image[0], clean.image[0], rtol=1e-4, atol=1e-3)
+
+
+def test_log_softmax_gradient_is_the_exact_formula(net):
+    """d log s_c / dx = d a_c/dx - sum_j s_j d a_j/dx (survey seed Table 1c)."""
+    x = jax.random.normal(jax.random.key(5), (1, 28, 28, 1)) * 30
+    logits = lambda x: net.apply(net.params, x, ("fc8",))["fc8"][0]
+    c = 7
+    ours = jax.grad(lambda x: O.log_softmax("fc8", c)({"fc8": net.apply(net.params, x, ("fc8",))["fc8"]}))(x)
+    jac = jax.jacrev(logits)(x)                       # (10, 1, 28, 28, 1)
+    s = jax.nn.softmax(logits(x))
+    expected = jac[c] - jnp.tensordot(s, jac, axes=1)
+    np.testing.assert_allclose(ours, expected, rtol=1e-4, atol=1e-6 * float(jnp.abs(expected).max()))
+
+
+def test_objective_algebra():
+    acts = {"fc8": jnp.array([[1.0, 2.0, 3.0]])}
+    combo = O.unit("fc8", 2) - 0.5 * O.unit("fc8", 0) + 1.0
+    assert float(combo(acts)) == pytest.approx(3.0 - 0.5 + 1.0)
+    assert float((-O.unit("fc8", 1))(acts)) == -2.0
+    assert float((O.unit("fc8", 1) / 4)(acts)) == 0.5
+    assert float(O.unit("fc8")(acts, 1)) == 2.0          # index from the target
+    assert combo.unit_layer is None or combo.unit_layer == "fc8"
