@@ -11,6 +11,8 @@ The generator maps a code (CaffeNet fc6 after ReLU) to an image NHWC already in 
 Reshape layout: Caffe reshapes defc5's 4096 outputs in C, H, W order. Here the module reshapes straight
 to NHWC (N, H, W, C); the C,H,W -> H,W,C permutation is folded into defc5's kernel columns and bias by
 ``weights_convert.layouts.generator_defc5_params``, so converted weights give exactly Caffe's map.
+Consequently the ``"defc5"``/``"defc5:pre"`` taps list the same 4096 units as Caffe's blob but in H, W, C
+order (unit ``c*16 + h*4 + w`` of Caffe is entry ``h*1024 + w*256 + c`` here).
 ``conv5_1``/``conv4_1``/``conv3_1`` are Deconvolution layers despite their names (as in the prototxt).
 """
 
