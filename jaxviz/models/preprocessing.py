@@ -1,0 +1,106 @@
+"""Between ordinary RGB images and Caffe space (BGR, 0-255 scale, ImageNet mean subtracted), and display.
+
+Arrays are channels-last, ``(..., H, W, 3)``. Functions accept numpy or JAX arrays and return the same
+kind (JAX ones stay differentiable). The mean image ships with the package (``jaxviz/data``), converted
+once from the DGN-AM release's ``ilsvrc_2012_mean.mat`` by ``weights_convert.mean_image``.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.resources
+import io
+from typing import Any, Union
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+# Channel means of Caffe's ilsvrc_2012_mean (B, G, R). The shipped image's own means agree to ~6e-4.
+MEAN_BGR = np.array([104.0069879317889, 116.66876761696767, 122.6789143406786], np.float32)
+MEAN_IMAGE_SIZE = 256
+# DGN-AM saves images by clipping Caffe-space values to this range (no mean added back).
+DGN_AM_CLIP = 120.0
+
+Mean = Union[str, np.ndarray, jax.Array, None]
+
+
+def _xp(x: Any):
+    return jnp if isinstance(x, jax.Array) else np
+
+
+@functools.lru_cache(maxsize=1)
+def _load_mean_image() -> np.ndarray:
+    data = importlib.resources.files("jaxviz").joinpath("data", "ilsvrc_2012_mean.npy").read_bytes()
+    image = np.load(io.BytesIO(data))
+    image.setflags(write=False)  # cached and shared between callers
+    return image
+
+
+def mean_image() -> np.ndarray:
+    """The 256x256 ILSVRC 2012 mean image, float32, HWC, BGR (read-only)."""
+    return _load_mean_image()
+
+
+def mean_crop(size: int = 227) -> np.ndarray:
+    """Centre ``size`` x ``size`` crop of the mean image (offset 14 for 227), as DGN-AM subtracts it."""
+    if not 0 < size <= MEAN_IMAGE_SIZE:
+        raise ValueError(f"mean crop size must be in 1..{MEAN_IMAGE_SIZE}, got {size}")
+    o = (MEAN_IMAGE_SIZE - size) // 2
+    return mean_image()[o:o + size, o:o + size]
+
+
+def resolve_mean(mean: Mean, height: int, width: int) -> np.ndarray:
+    """The BGR mean to subtract for an image of this size.
+
+    ``"image"``: the centre crop of the mean image (square images up to 256 only); ``"channel"``: the
+    per-channel means; ``None``: zero; an array: itself (broadcast against ``(H, W, 3)``).
+    """
+    if mean is None:
+        return np.zeros(3, np.float32)
+    if isinstance(mean, str):
+        if mean == "channel":
+            return MEAN_BGR
+        if mean == "image":
+            if height != width or height > MEAN_IMAGE_SIZE:
+                raise ValueError(f"the mean image covers square images up to {MEAN_IMAGE_SIZE}, got "
+                                 f"{height}x{width}; use mean='channel'")
+            return mean_crop(height)
+        raise ValueError(f"mean must be 'image', 'channel', None or an array, got {mean!r}")
+    return mean
+
+
+def rgb_to_caffe(image: Any, mean: Mean = "image", *, white: float = 255.0) -> Any:
+    """RGB image(s) (uint8, or float with ``white`` as full scale) -> Caffe space float32 (BGR, mean off)."""
+    xp = _xp(image)
+    x = xp.asarray(image).astype(xp.float32) * (255.0 / white)
+    if x.shape[-1] != 3:
+        raise ValueError(f"expected RGB images (..., H, W, 3), got shape {x.shape}")
+    return x[..., ::-1] - resolve_mean(mean, x.shape[-3], x.shape[-2])
+
+
+def caffe_to_rgb(x: Any, mean: Mean = "image", *, white: float = 255.0) -> Any:
+    """Exact inverse of ``rgb_to_caffe`` (float32 RGB, full scale ``white``, not clipped)."""
+    xp = _xp(x)
+    x = xp.asarray(x, dtype=xp.float32)
+    bgr = x + resolve_mean(mean, x.shape[-3], x.shape[-2])
+    return bgr[..., ::-1] * (white / 255.0)
+
+
+def display_photo(x: Any, mean: Mean = "image") -> Any:
+    """Photographic view of a Caffe-space image: add the mean back, clip to [0, 255], RGB (float32)."""
+    xp = _xp(x)
+    return xp.clip(caffe_to_rgb(x, mean), 0.0, 255.0)
+
+
+def display_dgn_am(x: Any) -> Any:
+    """DGN-AM's view of a Caffe-space image: clip to [-120, 120], map linearly to [0, 1], RGB; no mean."""
+    xp = _xp(x)
+    x = xp.asarray(x, dtype=xp.float32)
+    return (xp.clip(x, -DGN_AM_CLIP, DGN_AM_CLIP) + DGN_AM_CLIP)[..., ::-1] / (2 * DGN_AM_CLIP)
+
+
+def to_uint8(image: Any, *, white: float = 255.0) -> np.ndarray:
+    """A float image with full scale ``white`` (255, or 1 for ``display_dgn_am``) -> rounded uint8 numpy."""
+    x = np.asarray(image, dtype=np.float32) * (255.0 / white)
+    return np.clip(np.rint(x), 0, 255).astype(np.uint8)
