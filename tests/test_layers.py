@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import caffe_reference as ref
 from jaxviz.models import layers
+from tests.helpers import caffe_reference as ref
 from weights_convert.layouts import conv_kernel, deconv_kernel
 
 RTOL, ATOL = 1e-5, 1e-5

@@ -7,10 +7,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import caffe_reference as ref
 from jaxviz.models.caffenet import CaffeNet, CaffeNetConfig, ConvSpec
 from jaxviz.models.generator import DECONV_LAYERS, FC_LAYERS, DeconvSpec, Generator, GeneratorConfig
 from jaxviz.models.modules import CaffeConv, CaffeDeconv, CaffeDense
+from tests.helpers import caffe_reference as ref
 from weights_convert import layouts
 from weights_convert.errors import ModelMismatchError
 
