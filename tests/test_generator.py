@@ -77,8 +77,9 @@ def test_mnist_generator_runs_and_taps_follow_in_place_semantics():
     for name in ("defc7", "conv5_1", "deconv1"):
         pre = out[f"{name}:pre"]
         np.testing.assert_allclose(out[name], jnp.where(pre > 0, pre, 0.3 * pre), rtol=1e-6)
-    flat = out["defc5"].reshape(3, -1)
-    np.testing.assert_array_equal(out["reshape_defc5"].reshape(3, -1), flat)
+    # defc5 taps are in Caffe's unit order (C, H, W); the reshaped map is NHWC.
+    caffe_map = out["defc5"].reshape(3, *cfg.reshape)
+    np.testing.assert_array_equal(out["reshape_defc5"], caffe_map.transpose(0, 2, 3, 1))
 
 
 def test_generator_stops_at_deepest_tap():

@@ -11,8 +11,8 @@ The generator maps a code (CaffeNet fc6 after ReLU) to an image NHWC already in 
 Reshape layout: Caffe reshapes defc5's 4096 outputs in C, H, W order. Here the module reshapes straight
 to NHWC (N, H, W, C); the C,H,W -> H,W,C permutation is folded into defc5's kernel columns and bias by
 ``weights_convert.layouts.generator_defc5_params``, so converted weights give exactly Caffe's map.
-Consequently the ``"defc5"``/``"defc5:pre"`` taps list the same 4096 units as Caffe's blob but in H, W, C
-order (unit ``c*16 + h*4 + w`` of Caffe is entry ``h*1024 + w*256 + c`` here).
+The ``"defc5"``/``"defc5:pre"`` taps are permuted back to Caffe's C, H, W unit order, so unit ``i`` of
+those taps is unit ``i`` of Caffe's blob, like every other tap.
 ``conv5_1``/``conv4_1``/``conv3_1`` are Deconvolution layers despite their names (as in the prototxt).
 """
 
@@ -168,12 +168,20 @@ class Generator(nn.Module):
         if code.ndim != 2 or code.shape[-1] != cfg.code_size:
             raise ValueError(f"Generator: expected codes of shape (N, {cfg.code_size}), got {code.shape}")
 
-        def leaky(name: str, h: jax.Array) -> jax.Array:
-            h = tap(f"{name}:pre", h)
-            return tap(name, layers.leaky_relu(h, cfg.negative_slope))
+        def leaky(name: str, h: jax.Array, as_caffe=lambda v: v) -> jax.Array:
+            tap(f"{name}:pre", as_caffe(h))
+            h = layers.leaky_relu(h, cfg.negative_slope)
+            tap(name, as_caffe(h))
+            return h
 
-        def dense(i: int, h: jax.Array) -> jax.Array:
-            return leaky(FC_LAYERS[i], CaffeDense(cfg.fc[i], name=FC_LAYERS[i])(h))
+        def dense(i: int, h: jax.Array, as_caffe=lambda v: v) -> jax.Array:
+            return leaky(FC_LAYERS[i], CaffeDense(cfg.fc[i], name=FC_LAYERS[i])(h), as_caffe)
+
+        c, hh, ww = cfg.reshape
+
+        def defc5_units_in_caffe_order(v: jax.Array) -> jax.Array:
+            # defc5's outputs are computed in H, W, C order (see module docstring); taps show Caffe's order.
+            return v.reshape(v.shape[0], hh, ww, c).transpose(0, 3, 1, 2).reshape(v.shape[0], -1)
 
         def deconv(i: int, h: jax.Array) -> jax.Array:
             s, name = cfg.deconvs[i], DECONV_LAYERS[i]
@@ -182,8 +190,7 @@ class Generator(nn.Module):
         try:
             h = dense(0, code)                      # defc7
             h = dense(1, h)                         # defc6
-            h = dense(2, h)                         # defc5
-            c, hh, ww = cfg.reshape
+            h = dense(2, h, defc5_units_in_caffe_order)  # defc5
             h = tap("reshape_defc5", h.reshape(h.shape[0], hh, ww, c))  # see module docstring: layout
             h = leaky("deconv5", deconv(0, h))
             h = leaky("conv5_1", deconv(1, h))
