@@ -122,7 +122,12 @@ def test_small_caffenet_every_layer_equals_opencv(tmp_path, encoding):
     assert max(errors.values()) <= MAX_REL_ERR, errors
 
 
-@pytest.mark.parametrize("encoding", ENCODINGS.values(), ids=ENCODINGS.keys())
+# V1 files predate the Reshape layer the generator needs: its encodings are V2 ones, legacy shapes included.
+GENERATOR_ENCODINGS = {**{k: v for k, v in ENCODINGS.items() if not v.get("v1")},
+                       "v2-legacy-shapes": dict(v1=False, legacy_shape=True)}
+
+
+@pytest.mark.parametrize("encoding", GENERATOR_ENCODINGS.values(), ids=GENERATOR_ENCODINGS.keys())
 def test_small_generator_every_layer_equals_opencv(tmp_path, encoding):
     errors = run_parity(tmp_path, "generator", generator_prototxt(SMALL_GENERATOR),
                         generator_blobs(SMALL_GENERATOR), _code(SMALL_GENERATOR), encoding)
@@ -139,11 +144,10 @@ def test_full_caffenet_every_layer_equals_opencv_without_prototxt(tmp_path, v1):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("v1", [False, True], ids=["v2", "v1"])
-def test_full_generator_every_layer_equals_opencv_without_prototxt(tmp_path, v1):
+def test_full_generator_every_layer_equals_opencv_without_prototxt(tmp_path):
     cfg = GeneratorConfig()
     errors = run_parity(tmp_path, "generator", generator_prototxt(cfg), generator_blobs(cfg), _code(cfg)[:1],
-                        dict(v1=v1, legacy_shape=v1), with_prototxt=False)
+                        dict(v1=False, legacy_shape=True), with_prototxt=False)
     assert max(errors.values()) <= MAX_REL_ERR, errors
 
 
