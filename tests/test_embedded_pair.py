@@ -10,6 +10,7 @@ digits; a broken layer, layout, preprocessing or checkpoint costs far more than 
 from __future__ import annotations
 
 import json
+import pathlib
 
 import jax
 import numpy as np
@@ -64,10 +65,12 @@ def test_shipped_cards_describe_training():
         assert training["seconds"] > 0 and training["metrics"]
 
 
-def test_shipped_files_are_small():
+def test_shipped_files_are_small_and_carry_no_machine_paths():
     root = embedded_dir("caffenet").parent
-    total = sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
-    assert total < MAX_SHIPPED_BYTES, total
+    files = [p for p in root.rglob("*") if p.is_file()]
+    assert sum(p.stat().st_size for p in files) < MAX_SHIPPED_BYTES
+    here = str(pathlib.Path(__file__).resolve().parents[2]).encode()  # the folder above this checkout
+    assert not [p for p in files if here in p.read_bytes()]
 
 
 def test_heldout_accuracy_and_label_agreement(pair, heldout):

@@ -138,8 +138,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                            "metrics": {k: figures[k] for k in ("heldout_label_agreement",
                                                                "heldout_agreement_with_classifier_label",
                                                                "heldout_image_mse")}}}
-    checkpoint.save(out / "classifier", c_params, c_meta)
-    checkpoint.save(out / "generator", g_params, g_meta)
+    for name, params, meta in (("classifier", c_params, c_meta), ("generator", g_params, g_meta)):
+        folder = checkpoint.save(out / name, params, meta)
+        # orbax's commit marker (for object stores) records the absolute path it was written to; shipped
+        # package data must not carry the build machine's paths, and restoring does not read it.
+        (folder / checkpoint.PARAMS_DIR / "commit_success.txt").unlink(missing_ok=True)
     np.save(out / BOUNDS_FILE, bounds)
     n_demo = min(args.demo_digits, len(held.labels))
     np.savez_compressed(out / DIGITS_FILE, images=held.images[:n_demo], labels=held.labels[:n_demo],
