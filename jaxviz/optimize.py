@@ -14,13 +14,11 @@ import dataclasses
 import functools
 from typing import Any, Callable, NamedTuple, Sequence
 
-import chex
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
-from jaxviz.objectives import CODE, IMAGE, Objective, check_unit, rank_in_layer, unit_values
+from jaxviz.objectives import CODE, IMAGE, Objective, rank_in_layer, unit_values
 from jaxviz.param import Parameterization
 from jaxviz.priors import Operator, OperatorContext
 from jaxviz.transforms import Transform

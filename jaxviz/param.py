@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Protocol
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 

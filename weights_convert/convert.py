@@ -150,6 +150,8 @@ def convert(architecture: str, caffemodel: str | os.PathLike, out_dir: str | os.
         "source": {"file": caffemodel.name, "sha256": file_sha256(caffemodel),
                    "bytes": caffemodel.stat().st_size},
         "converter_version": CONVERTER_VERSION,
+        # Caffe's ImageNet models take BGR pixels on a 0-255 scale minus the ILSVRC mean image.
+        "preprocessing": {"channel_order": "BGR", "pixel_scale": 255, "mean": "image"},
     }
     if prototxt is not None:
         metadata["prototxt"] = {"file": pathlib.Path(prototxt).name, "sha256": file_sha256(prototxt)}

@@ -9,7 +9,7 @@ their symbolic names (``"MAX"``, ``"ACROSS_CHANNELS"``) whichever format they ca
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
 import numpy as np
 

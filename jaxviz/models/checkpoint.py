@@ -43,6 +43,9 @@ def save(out_dir: str | os.PathLike, params: Mapping[str, Any], metadata: Mappin
     checkpointer = ocp.StandardCheckpointer()
     checkpointer.save(target, params, force=True)
     checkpointer.wait_until_finished()
+    # orbax's commit marker records the absolute save path; restore does not need it, and without it the
+    # folder can be moved or shipped without naming the machine it was made on.
+    (target / "commit_success.txt").unlink(missing_ok=True)
     card = {"format_version": FORMAT_VERSION, **metadata, "layers": param_shapes(params)}
     tmp = out / (METADATA_FILE + ".tmp")
     tmp.write_text(json.dumps(card, indent=2, sort_keys=True))

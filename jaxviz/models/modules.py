@@ -9,11 +9,10 @@ Parameter layouts (what ``weights_convert.layouts`` produces from Caffe blobs):
 
 from __future__ import annotations
 
-from typing import Sequence
+
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 
 from jaxviz.models import layers
 

@@ -11,7 +11,7 @@ import dataclasses
 import importlib.resources
 import os
 import pathlib
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import flax.linen as nn
 import jax

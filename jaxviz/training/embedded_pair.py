@@ -139,15 +139,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                                                "heldout_agreement_with_classifier_label",
                                                                "heldout_image_mse")}}}
     for name, params, meta in (("classifier", c_params, c_meta), ("generator", g_params, g_meta)):
-        folder = checkpoint.save(out / name, params, meta)
-        # orbax's commit marker (for object stores) records the absolute path it was written to; shipped
-        # package data must not carry the build machine's paths, and restoring does not read it.
-        (folder / checkpoint.PARAMS_DIR / "commit_success.txt").unlink(missing_ok=True)
+        checkpoint.save(out / name, params, meta)
     np.save(out / BOUNDS_FILE, bounds)
     n_demo = min(args.demo_digits, len(held.labels))
     np.savez_compressed(out / DIGITS_FILE, images=held.images[:n_demo], labels=held.labels[:n_demo],
                         indices=np.arange(args.n_train, args.n_train + n_demo),
-                        source=np.array(MNIST_SOURCE + f"; indices into the t10k files"))
+                        source=np.array(MNIST_SOURCE + "; indices into the t10k files"))
     sizes = {"classifier_params": param_count(c_params), "generator_params": param_count(g_params),
              "bytes_on_disk": _folder_bytes(out)}
     (out / NOTE_FILE).write_text(training_note(args, mean, figures, sizes, bounds, c_cfg, g_cfg, common))
