@@ -1,15 +1,29 @@
 """Priors on the optimized image or code: penalties (objectives to subtract) and operators between steps.
 
 Penalties are ``Objective``s on the ``"image"`` or ``"code"`` pseudo-tap returning a positive magnitude,
-used as ``objective - weight * penalty``. Operators are applied to the optimized variable after every
-update, in order, like an optax ``chain``: ``z <- op(z, ctx)``.
+summed over the batch, used as ``objective - weight * penalty``. Operators are applied to the optimized
+variable after every update, in order, like an optax ``chain``: ``z <- op(z, ctx)``. They are pure
+functions of traced arrays (the step included), so they run inside ``jit``, ``vmap`` and ``lax.scan``.
+
+Settings from the papers, in these terms:
+
+- Yosinski et al. 2015, Table 1 set 3: ``chain(decay(1e-4), gaussian_blur(1.0, every=4))``; set 4:
+  ``chain(gaussian_blur(0.5, every=4), clip_contribution_percentile(90))``.
+- DGN-AM: ``chain(clip_code(0, dgn_am_fc6_bounds()), decay(0.01))`` (clip, then multiply by 0.99).
+- Mahendran & Vedaldi: ``feature_inversion(...) - la * alpha_norm(6) - lt * tv(2)``.
 """
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+import functools
+import importlib.resources
+from typing import Any, Callable, NamedTuple
 
 import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxviz.objectives import CODE, IMAGE, Acts, Objective
 
 
 class OperatorContext(NamedTuple):
@@ -31,3 +45,202 @@ def chain(*operators: Operator) -> Operator:
             z = op(z, ctx._replace(key=key))
         return z
     return apply
+
+
+# ----- penalties --------------------------------------------------------------------------------------
+
+def _require_image(x: jax.Array, what: str) -> None:
+    if x.ndim != 4:
+        raise ValueError(f"{what} needs NHWC images; its tap holds an array of shape {x.shape}")
+
+
+def l2(tap: str = IMAGE) -> Objective:
+    """Sum of squares of the tap's values over the batch (to subtract from an objective)."""
+    def fn(acts: Acts, target: Any) -> jax.Array:
+        return jnp.sum(jnp.square(acts[tap]))
+    return Objective(fn, frozenset({tap}), f"l2({tap})")
+
+
+def code_l2() -> Objective:
+    """Sum of squares of the generator code (DGN-AM's L2 prior as a penalty rather than a decay)."""
+    return l2(CODE)
+
+
+def alpha_norm(alpha: float = 6.0, tap: str = IMAGE) -> Objective:
+    """``sum |x|^alpha`` over the batch (Mahendran & Vedaldi's alpha-norm; they use alpha = 6)."""
+    # alpha >= 1 keeps the gradient alpha |x|^(alpha-1) sign(x) finite at x = 0 with no epsilon.
+    if alpha < 1:
+        raise ValueError(f"alpha_norm needs alpha >= 1 (a norm with a finite gradient at 0), got {alpha}")
+
+    def fn(acts: Acts, target: Any) -> jax.Array:
+        return jnp.sum(jnp.abs(acts[tap]) ** alpha)
+    return Objective(fn, frozenset({tap}), f"alpha_norm({alpha:g}, {tap})")
+
+
+def tv(beta: float = 2.0, tap: str = IMAGE, joint_channels: bool = False, eps: float = 1e-8) -> Objective:
+    """Total variation ``sum ((x[i,j+1]-x[i,j])^2 + (x[i+1,j]-x[i,j])^2)^(beta/2)`` (survey seed eq. 15).
+
+    The sum runs over the interior (i < H-1, j < W-1, where both differences exist), the batch, and the
+    channels: by default each channel is its own term, as in Mahendran & Vedaldi's IJCV 2016 definition
+    (sum over u, v, k); ``joint_channels=True`` sums the squared differences over channels inside the
+    power instead (a colour-coupled TV). The two agree for beta = 2. For beta < 2 the power's gradient is
+    infinite where an image is flat, so ``eps`` is added inside it: ``(d^2 + eps)^(beta/2)``; for beta >= 2
+    no epsilon is used and the value is exact.
+    """
+    if beta <= 0:
+        raise ValueError(f"tv needs beta > 0, got {beta}")
+    safe = eps if beta < 2 else 0.0
+
+    def fn(acts: Acts, target: Any) -> jax.Array:
+        x = acts[tap]
+        _require_image(x, "tv")
+        base = x[:, :-1, :-1, :]
+        sq = jnp.square(x[:, :-1, 1:, :] - base) + jnp.square(x[:, 1:, :-1, :] - base)
+        if joint_channels:
+            sq = jnp.sum(sq, axis=-1)
+        return jnp.sum((sq + safe) ** (beta / 2))
+    return Objective(fn, frozenset({tap}), f"tv({beta:g}, {tap})")
+
+
+# ----- operators --------------------------------------------------------------------------------------
+
+def decay(rate: float) -> Operator:
+    """``z <- (1 - rate) z``: DGN-AM's "multiply by 0.99" is ``decay(0.01)``, Yosinski's set 3 ``decay(1e-4)``."""
+    factor = 1.0 - rate
+
+    def op(z: jax.Array, ctx: OperatorContext) -> jax.Array:
+        return z * jnp.asarray(factor, z.dtype)
+    return op
+
+
+def gaussian_kernel1d(sigma: float, truncate: float = 4.0) -> np.ndarray:
+    """Normalized 1-D Gaussian taps of radius ``int(truncate * sigma + 0.5)``, as scipy.ndimage builds them."""
+    radius = int(truncate * sigma + 0.5)
+    x = np.arange(-radius, radius + 1, dtype=np.float64)
+    w = np.exp(-0.5 * (x / sigma) ** 2)
+    return (w / w.sum()).astype(np.float32)
+
+
+def _blur_axis(x: jax.Array, taps: np.ndarray, axis: int) -> jax.Array:
+    radius = (len(taps) - 1) // 2
+    pad = [(0, 0)] * x.ndim
+    pad[axis] = (radius, radius)
+    # numpy's "symmetric" repeats the edge sample (d c b a | a b c d): scipy.ndimage's "reflect".
+    xp = jnp.pad(x, pad, mode="symmetric")
+    size = x.shape[axis]
+    out = jnp.zeros_like(x)
+    for k, w in enumerate(taps):
+        out = out + jnp.asarray(w, x.dtype) * jax.lax.slice_in_dim(xp, k, k + size, axis=axis)
+    return out
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2))
+def _blur(x: jax.Array, sigma: float, truncate: float) -> jax.Array:
+    # Compiled once per (shape, sigma): the unrolled taps are dozens of small ops when run eagerly.
+    taps = gaussian_kernel1d(sigma, truncate)
+    return _blur_axis(_blur_axis(x, taps, 1), taps, 2)
+
+
+def blur(x: jax.Array, sigma: float, truncate: float = 4.0) -> jax.Array:
+    """Separable Gaussian blur of NHWC images over H and W, borders reflected (scipy's gaussian_filter)."""
+    _require_image(x, "gaussian_blur")
+    if sigma <= 0:
+        return x
+    return _blur(x, float(sigma), float(truncate))
+
+
+def gaussian_blur(sigma: float, every: int = 1, truncate: float = 4.0) -> Operator:
+    """Blur the images on steps where ``step % every == 0`` (Yosinski et al.; sigma 0 or every 0: identity).
+
+    Yosinski et al.'s code calls ``scipy.ndimage.gaussian_filter(channel, sigma)`` per channel: taps out
+    to ``int(4 sigma + 0.5)`` and reflected borders, which this reproduces.
+    """
+    if sigma <= 0 or every <= 0:
+        return lambda z, ctx: z
+
+    def op(z: jax.Array, ctx: OperatorContext) -> jax.Array:
+        if every == 1:
+            return blur(z, sigma, truncate)
+        return jax.lax.cond(ctx.step % every == 0, lambda v: blur(v, sigma, truncate), lambda v: v, z)
+    return op
+
+
+def _bound(value: Any) -> np.ndarray | None:
+    return None if value is None else np.asarray(value, np.float32)
+
+
+def clip_value(low: Any = None, high: Any = None) -> Operator:
+    """Clip to ``[low, high]``: scalars, or per-channel arrays broadcast over the last axis (None: unbounded)."""
+    lo, hi = _bound(low), _bound(high)
+
+    def op(z: jax.Array, ctx: OperatorContext) -> jax.Array:
+        return jnp.clip(z, lo, hi)
+    return op
+
+
+def clip_code(lower: Any, upper: Any) -> Operator:
+    """Clip each code unit to ``[lower_j, upper_j]`` (arrays of shape (units,) or scalars); DGN-AM: [0, ub_j]."""
+    lo, hi = _bound(lower), _bound(upper)
+
+    def op(z: jax.Array, ctx: OperatorContext) -> jax.Array:
+        for name, b in (("lower", lo), ("upper", hi)):
+            if b is not None and b.ndim and b.shape != z.shape[-1:]:
+                raise ValueError(f"clip_code {name} bounds have shape {b.shape}; the code has {z.shape[-1]} units")
+        return jnp.clip(z, lo, hi)
+    return op
+
+
+def _zero_below_percentile(z: jax.Array, score: jax.Array, pct: float) -> jax.Array:
+    # score: (N, H, W), one value per pixel; the percentile is each image's own (numpy's linear rule).
+    flat = score.reshape(score.shape[0], -1)
+    threshold = jnp.percentile(flat, pct, axis=1).reshape(-1, 1, 1)
+    return jnp.where((score < threshold)[..., None], jnp.zeros_like(z), z)
+
+
+def clip_norm_percentile(pct: float) -> Operator:
+    """Zero the pixels whose L2 norm across channels is below the ``pct``-th percentile of their image's."""
+    if not 0 <= pct <= 100:
+        raise ValueError(f"percentile must be in [0, 100], got {pct}")
+
+    def op(z: jax.Array, ctx: OperatorContext) -> jax.Array:
+        _require_image(z, "clip_norm_percentile")
+        if pct == 0:
+            return z
+        return _zero_below_percentile(z, jnp.sqrt(jnp.sum(jnp.square(z), axis=-1)), pct)
+    return op
+
+
+def clip_contribution_percentile(pct: float) -> Operator:
+    """Zero the pixels whose ``|sum_c x * grad|`` is below the ``pct``-th percentile of their image's.
+
+    ``x * grad`` is the first-order change of the objective if the pixel were set to zero (Yosinski et
+    al. 2015's "absolute contribution" criterion); ``grad`` is the step's gradient from the context.
+    """
+    if not 0 <= pct <= 100:
+        raise ValueError(f"percentile must be in [0, 100], got {pct}")
+
+    def op(z: jax.Array, ctx: OperatorContext) -> jax.Array:
+        _require_image(z, "clip_contribution_percentile")
+        if pct == 0:
+            return z
+        return _zero_below_percentile(z, jnp.abs(jnp.sum(z * ctx.grad, axis=-1)), pct)
+    return op
+
+
+DGN_AM_FC6_BOUNDS_FILE = "dgn_am_fc6_bounds_3x.txt"
+
+
+def dgn_am_fc6_bounds() -> np.ndarray:
+    """DGN-AM's released per-unit upper bounds of CaffeNet fc6 codes ("3 sigma"), 4096 integers as float32."""
+    text = importlib.resources.files("jaxviz").joinpath("data", DGN_AM_FC6_BOUNDS_FILE).read_text()
+    bounds = np.asarray([float(v) for v in text.split()], np.float32)
+    if bounds.shape != (4096,):
+        raise ValueError(f"{DGN_AM_FC6_BOUNDS_FILE} holds {bounds.size} values; expected 4096")
+    return bounds
+
+
+__all__ = [
+    "OperatorContext", "Operator", "chain", "l2", "code_l2", "alpha_norm", "tv", "decay", "gaussian_kernel1d",
+    "blur", "gaussian_blur", "clip_value", "clip_code", "clip_norm_percentile", "clip_contribution_percentile",
+    "dgn_am_fc6_bounds",
+]

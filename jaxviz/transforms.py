@@ -2,13 +2,27 @@
 
 A ``Transform`` maps ``(key, images NHWC) -> images NHWC`` of the same shape (fixed-size networks such as
 CaffeNet cannot take another size), differentiable with respect to the images.
+
+Lucid's transforms change the image size (pad, crop-jitter, resize) and rely on a size-agnostic network.
+Here every transform keeps the size, so the geometry is done by resampling in place:
+
+- Each image of a batch draws its own shift, scale or angle: the images of a run are independent
+  optimizations, and one shared draw would correlate them.
+- Samples that fall outside the image are filled by mirror reflection about the edge pixel (numpy's
+  ``"reflect"``, scipy's ``"mirror"``: ``c b | a b c``). Reflection invents no new colour and no flat band, so
+  the borders carry no constant the network could learn to exploit; in Caffe space a constant fill of 0
+  would be the mean colour instead (that is what ``pad`` does, on purpose).
+- Scaling and rotation are bilinear (``jax.scipy.ndimage.map_coordinates`` with order 1), about the image
+  centre ``((H-1)/2, (W-1)/2)``, so an identity parameter reproduces the input exactly.
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Sequence
 
 import jax
+import jax.numpy as jnp
+from jax.scipy.ndimage import map_coordinates
 
 Transform = Callable[[jax.Array, jax.Array], jax.Array]
 
@@ -20,3 +34,149 @@ def compose(*transforms: Transform) -> Transform:
             x = t(k, x)
         return x
     return apply
+
+
+def _require_image(x: jax.Array, what: str) -> None:
+    if x.ndim != 4:
+        raise ValueError(f"{what} needs NHWC images, got shape {x.shape}")
+
+
+# ----- jitter -----------------------------------------------------------------------------------------
+
+def shift(x: jax.Array, dy: jax.Array, dx: jax.Array, max_shift: int) -> jax.Array:
+    """Shift each image by integer ``(dy[n], dx[n])`` (|d| <= max_shift), borders filled by reflection."""
+    _require_image(x, "shift")
+    n, h, w, c = x.shape
+    m = int(max_shift)
+    # Pad once by the largest shift, then cut each image's window: output[i] = input[i - d].
+    xp = jnp.pad(x, ((0, 0), (m, m), (m, m), (0, 0)), mode="reflect")
+
+    def one(image: jax.Array, oy: jax.Array, ox: jax.Array) -> jax.Array:
+        return jax.lax.dynamic_slice(image, (m - oy, m - ox, 0), (h, w, c))
+    return jax.vmap(one)(xp, jnp.asarray(dy, jnp.int32), jnp.asarray(dx, jnp.int32))
+
+
+def jitter(max_shift: int) -> Transform:
+    """Shift each image by a random integer offset in ``[-max_shift, max_shift]`` per axis (reflected borders)."""
+    if max_shift < 0:
+        raise ValueError(f"jitter needs max_shift >= 0, got {max_shift}")
+
+    def apply(key: jax.Array, x: jax.Array) -> jax.Array:
+        _require_image(x, "jitter")
+        if max_shift == 0:
+            return x
+        if max_shift >= min(x.shape[1:3]):
+            raise ValueError(f"jitter of {max_shift} pixels does not fit images of size {x.shape[1:3]}")
+        d = jax.random.randint(key, (2, x.shape[0]), -max_shift, max_shift + 1)
+        return shift(x, d[0], d[1], max_shift)
+    return apply
+
+
+# ----- affine resampling about the centre -------------------------------------------------------------
+
+def affine_about_center(x: jax.Array, matrices: jax.Array, mode: str = "mirror", cval: float = 0.0) -> jax.Array:
+    """Bilinear resampling of each image: output pixel ``p`` reads input ``c + M[n] (p - c)``, ``c`` the centre.
+
+    ``matrices`` is (N, 2, 2) in (row, col) coordinates; ``mode`` is map_coordinates' border mode.
+    """
+    _require_image(x, "affine_about_center")
+    n, h, w, c = x.shape
+    centre = jnp.asarray([(h - 1) / 2.0, (w - 1) / 2.0], jnp.float32)
+    rows, cols = jnp.meshgrid(jnp.arange(h, dtype=jnp.float32), jnp.arange(w, dtype=jnp.float32), indexing="ij")
+    offsets = jnp.stack([rows, cols]) - centre[:, None, None]          # (2, H, W)
+
+    def one(image: jax.Array, m: jax.Array) -> jax.Array:
+        src = jnp.einsum("ij,jhw->ihw", m.astype(jnp.float32), offsets) + centre[:, None, None]
+        sample = lambda channel: map_coordinates(channel, [src[0], src[1]], order=1, mode=mode, cval=cval)
+        return jax.vmap(sample, in_axes=2, out_axes=2)(image)
+    return jax.vmap(one)(x, matrices)
+
+
+def _choose(key: jax.Array, options: Sequence[float], n: int) -> jax.Array:
+    # Duplicates in ``options`` weight the draw, as Lucid's extra zeros in its angle list do.
+    return jax.random.choice(key, jnp.asarray(options, jnp.float32), (n,))
+
+
+def scale_matrices(scales: jax.Array) -> jax.Array:
+    """(N, 2, 2) matrices of a zoom by ``scales`` (> 1 enlarges the content)."""
+    inv = 1.0 / scales
+    return inv[:, None, None] * jnp.eye(2, dtype=jnp.float32)
+
+
+def rotation_matrices(degrees: jax.Array) -> jax.Array:
+    """(N, 2, 2) matrices of a rotation by ``degrees``, counter-clockwise as displayed (rows down)."""
+    # Content turned by +t reads the input at the point turned by -t; in (row, col) with rows pointing
+    # down (the y axis flipped), that inverse rotation is [[cos, sin], [-sin, cos]].
+    t = jnp.deg2rad(degrees)
+    cos, sin = jnp.cos(t), jnp.sin(t)
+    return jnp.stack([jnp.stack([cos, sin], -1), jnp.stack([-sin, cos], -1)], -2)
+
+
+def random_scale(scales: Sequence[float]) -> Transform:
+    """Zoom each image about its centre by one of ``scales`` (bilinear, same size, reflected borders)."""
+    if not scales or min(scales) <= 0:
+        raise ValueError(f"random_scale needs positive scales, got {scales}")
+
+    def apply(key: jax.Array, x: jax.Array) -> jax.Array:
+        return affine_about_center(x, scale_matrices(_choose(key, scales, x.shape[0])))
+    return apply
+
+
+def random_rotate(degrees: Sequence[float]) -> Transform:
+    """Rotate each image about its centre by one of ``degrees`` (bilinear, same size, reflected borders)."""
+    if not degrees:
+        raise ValueError("random_rotate needs at least one angle")
+
+    def apply(key: jax.Array, x: jax.Array) -> jax.Array:
+        return affine_about_center(x, rotation_matrices(_choose(key, degrees, x.shape[0])))
+    return apply
+
+
+# ----- pad --------------------------------------------------------------------------------------------
+
+def pad(width: int, value: float = 0.0) -> Transform:
+    """Lucid's ``pad`` kept to the input size: the image is shrunk into the centre, framed by ``value``.
+
+    Lucid pads the image and lets the network take the larger input, so the network sees the whole
+    image plus a constant frame that the later jitter, scale and rotation move around. A fixed-size
+    network cannot take the larger input; shrinking the content by ``(H - 2 width) / H`` (bilinear,
+    antialiased) keeps both the whole image and the frame in view, which is what the frame is for.
+    ``value`` 0.0 is the mean colour in Caffe space (Lucid's frame is 0.5 grey). The key is unused.
+    """
+    if width < 0:
+        raise ValueError(f"pad needs width >= 0, got {width}")
+
+    def apply(key: jax.Array, x: jax.Array) -> jax.Array:
+        _require_image(x, "pad")
+        if width == 0:
+            return x
+        n, h, w, c = x.shape
+        if 2 * width >= min(h, w):
+            raise ValueError(f"a frame of {width} pixels leaves nothing of images of size {(h, w)}")
+        inner = jax.image.resize(x, (n, h - 2 * width, w - 2 * width, c), method="linear")
+        return jnp.pad(inner, ((0, 0), (width, width), (width, width), (0, 0)), constant_values=value)
+    return apply
+
+
+# ----- Lucid's default chain ----------------------------------------------------------------------------
+
+LUCID_SCALES = tuple(1 + (i - 5) / 50.0 for i in range(11))
+LUCID_ANGLES = tuple(float(a) for a in list(range(-10, 11)) + 5 * [0])
+
+
+def standard_transforms(pad_width: int = 0, pad_value: float = 0.0) -> Transform:
+    """Lucid's ``standard_transforms`` at fixed size: jitter 8, scale 0.9..1.1, rotate -10..10 (+5 zeros), jitter 4.
+
+    Lucid starts with ``pad(12)``; here the frame is off by default because at fixed size it shrinks the
+    content (see ``pad``): pass ``pad_width=12`` to have it.
+    """
+    steps = [jitter(8), random_scale(LUCID_SCALES), random_rotate(LUCID_ANGLES), jitter(4)]
+    if pad_width:
+        steps.insert(0, pad(pad_width, pad_value))
+    return compose(*steps)
+
+
+__all__ = [
+    "Transform", "compose", "shift", "jitter", "affine_about_center", "scale_matrices", "rotation_matrices",
+    "random_scale", "random_rotate", "pad", "standard_transforms", "LUCID_SCALES", "LUCID_ANGLES",
+]

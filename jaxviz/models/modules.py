@@ -9,8 +9,6 @@ Parameter layouts (what ``weights_convert.layouts`` produces from Caffe blobs):
 
 from __future__ import annotations
 
-
-
 import flax.linen as nn
 import jax
 
