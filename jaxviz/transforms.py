@@ -165,7 +165,7 @@ LUCID_ANGLES = tuple(float(a) for a in list(range(-10, 11)) + 5 * [0])
 
 
 def standard_transforms(pad_width: int = 0, pad_value: float = 0.0) -> Transform:
-    """Lucid's ``standard_transforms`` at fixed size: jitter 8, scale 0.9..1.1, rotate -10..10 (+5 zeros), jitter 4.
+    """Lucid's default chain at fixed size: jitter 8, scale 0.9..1.1, rotate -10..10 (+5 zeros), jitter 4.
 
     Lucid starts with ``pad(12)``; here the frame is off by default because at fixed size it shrinks the
     content (see ``pad``): pass ``pad_width=12`` to have it.

@@ -1,0 +1,138 @@
+"""Lucid's default image parameterization: a decorrelated Fourier spectrum, sigmoid-squashed colours.
+
+The optimized variable is the real and imaginary parts of each channel's 2-D real spectrum. Rendering
+scales the spectrum by ``1 / max(f, 1 / max(H, W))^decay_power`` (f in cycles per pixel) so that every
+frequency starts with about the energy natural images have there, inverts it, maps the channels from a
+decorrelated colour basis to RGB, squashes them into [0, 1] with a sigmoid, and converts to the network's
+input space (Caffe: BGR, 0-255, mean subtracted). Gradient steps on the spectrum are then steps in a
+whitened space, which is why this parameterization needs few hand-designed priors.
+
+Constants and the spectrum layout follow tensorflow/lucid: ``rfft2d_freqs`` and ``fft_image`` in
+lucid/optvis/param/spatial.py (odd widths keep one extra column and crop one pixel, energy scaled by
+sqrt(H W), the final division by 4), ``color_correlation_svd_sqrt`` and ``_linear_decorelate_color`` in
+lucid/optvis/param/color.py (matrix normalized by its largest column norm, ``rgb = C t`` per pixel).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxviz.models.preprocessing import MEAN_BGR
+
+# lucid/optvis/param/color.py: square root of ImageNet's RGB colour correlation (via its SVD).
+COLOR_CORRELATION_SVD_SQRT = np.asarray([[0.26, 0.09, 0.02],
+                                         [0.27, 0.00, -0.05],
+                                         [0.27, -0.09, 0.03]], np.float32)
+COLOR_CORRELATION_NORMALIZED = (COLOR_CORRELATION_SVD_SQRT
+                                / np.max(np.linalg.norm(COLOR_CORRELATION_SVD_SQRT, axis=0))).astype(np.float32)
+# lucid/optvis/param/spatial.py divides the inverted spectrum by 4 ("TODO: is that a magic constant?").
+LUCID_SPECTRUM_DIVISOR = 4.0
+
+
+def rfft2d_freqs(height: int, width: int) -> np.ndarray:
+    """(H, Wf) radial frequencies of a real 2-D spectrum; odd widths keep one extra column, as Lucid does."""
+    fy = np.fft.fftfreq(height)[:, None]
+    # An odd width keeps w // 2 + 2 columns and inverts to w + 1 pixels, cropped to w (Lucid's rule).
+    fx = np.fft.fftfreq(width)[: width // 2 + (2 if width % 2 else 1)]
+    return np.sqrt(fx * fx + fy * fy)
+
+
+def spectrum_scale(height: int, width: int, decay_power: float) -> np.ndarray:
+    """(H, Wf) factor applied to the spectrum: ``sqrt(H W) / max(f, 1 / max(H, W))^decay_power``."""
+    freqs = rfft2d_freqs(height, width)
+    scale = 1.0 / np.maximum(freqs, 1.0 / max(height, width)) ** decay_power
+    # sqrt(H W) makes the inverse transform unitary, so learning rates carry over from pixel space.
+    return (scale * np.sqrt(height * width)).astype(np.float32)
+
+
+@dataclasses.dataclass(frozen=True)
+class FourierImage:
+    """Images as decorrelated Fourier spectra (Lucid's ``image(..., fft=True, decorrelate=True)``).
+
+    ``z`` has shape (n, channels, H, Wf, 2): the real and imaginary parts of each channel's spectrum.
+    ``mean`` is subtracted from ``pixel_scale * colours`` in the network's channel order; None means
+    Caffe's ImageNet BGR mean for 3 channels and 0 otherwise. With 3 channels the colours are flipped
+    to BGR when ``bgr``; with any other channel count there is no colour decorrelation.
+    """
+
+    height: int
+    width: int
+    channels: int = 3
+    decay_power: float = 1.0
+    sd: float = 0.01
+    decorrelate: bool = True
+    mean: tuple[float, ...] | None = None
+    pixel_scale: float = 255.0
+    bgr: bool = True
+    is_code: bool = False
+
+    def __post_init__(self) -> None:
+        if self.mean is not None:
+            object.__setattr__(self, "mean", tuple(float(m) for m in np.atleast_1d(self.mean)))
+            if len(self.mean) not in (1, self.channels):
+                raise ValueError(f"mean has {len(self.mean)} values for {self.channels} channels")
+
+    @property
+    def spectrum_shape(self) -> tuple[int, int, int, int]:
+        """Shape of one image's variable: (channels, H, Wf, 2)."""
+        return (self.channels, *rfft2d_freqs(self.height, self.width).shape, 2)
+
+    def channel_mean(self) -> np.ndarray:
+        """The per-channel mean subtracted in the network's input space."""
+        if self.mean is not None:
+            return np.broadcast_to(np.asarray(self.mean, np.float32), (self.channels,))
+        return MEAN_BGR.copy() if self.channels == 3 else np.zeros(self.channels, np.float32)
+
+    def init(self, key: jax.Array, n: int) -> jax.Array:
+        """``n`` starting spectra, ``sd * N(0, 1)`` (Lucid's default sd is 0.01)."""
+        return self.sd * jax.random.normal(key, (n, *self.spectrum_shape), jnp.float32)
+
+    def colour_space(self, z: jax.Array) -> jax.Array:
+        """(n, H, W, C) images before the colour mapping: the scaled spectrum, inverted and cropped."""
+        scale = spectrum_scale(self.height, self.width, self.decay_power)
+        spectrum = jax.lax.complex(z[..., 0], z[..., 1]) * scale
+        wf = spectrum.shape[-1]
+        pixels = jnp.fft.irfft2(spectrum, s=(self.height, 2 * (wf - 1)), axes=(-2, -1))
+        pixels = pixels[..., : self.height, : self.width] / LUCID_SPECTRUM_DIVISOR
+        return jnp.moveaxis(pixels, 1, -1)
+
+    def rgb(self, z: jax.Array) -> jax.Array:
+        """(n, H, W, C) colours in [0, 1], channels in RGB order."""
+        t = self.colour_space(z)
+        if self.decorrelate and self.channels == 3:
+            t = t @ jnp.asarray(COLOR_CORRELATION_NORMALIZED.T)
+        return jax.nn.sigmoid(t)
+
+    def render(self, aux_params: Any, z: jax.Array) -> jax.Array:
+        """(n, H, W, C) images in the network's input space; ``aux_params`` is unused."""
+        colours = self.rgb(z)
+        if self.bgr and self.channels == 3:
+            colours = colours[..., ::-1]
+        return colours * self.pixel_scale - jnp.asarray(self.channel_mean())
+
+
+def fourier_image_for(height: int, width: int, preprocessing: dict[str, Any] | None = None,
+                      **kwargs: Any) -> FourierImage:
+    """A FourierImage matching a model's preprocessing card (``channel_order``, ``mean``, ``pixel_scale``).
+
+    A mean given by name (Caffe's ``"image"``, the mean image) becomes the per-channel ImageNet mean: the
+    parameterization subtracts one value per channel.
+    """
+    if not preprocessing:
+        return FourierImage(height, width, **kwargs)
+    gray = str(preprocessing.get("channel_order", "")).lower() == "gray"
+    mean: Sequence[float] | str | None = preprocessing.get("mean")
+    numeric = mean is not None and not isinstance(mean, str)
+    return FourierImage(height, width, channels=1 if gray else 3,
+                        mean=tuple(np.atleast_1d(mean).astype(float)) if numeric else None,
+                        pixel_scale=float(preprocessing.get("pixel_scale", 255.0)),
+                        bgr=str(preprocessing.get("channel_order", "bgr")).lower() == "bgr", **kwargs)
+
+
+__all__ = ["FourierImage", "fourier_image_for", "rfft2d_freqs", "spectrum_scale", "COLOR_CORRELATION_SVD_SQRT",
+           "COLOR_CORRELATION_NORMALIZED"]
