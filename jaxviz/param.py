@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxviz.models.generator import Generator, crop_to_classifier
+from jaxviz.param_fourier import FourierImage, fourier_image_for  # noqa: F401  (the modern libraries' default)
 
 
 class Parameterization(Protocol):
