@@ -7,6 +7,7 @@ import functools
 import warnings
 from typing import Any, Sequence
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -22,7 +23,10 @@ class OptimizationFailed(Warning):
 
 @functools.lru_cache(maxsize=None)
 def module_apply(module: Any):
-    """A stable ``(params, x, taps) -> acts`` function per Flax module, so compiled runs are reused."""
+    """A stable ``(params, x, taps) -> acts`` function per network, so compiled runs are reused."""
+    if not isinstance(module, nn.Module):  # a PrototxtNet is already pure: apply(params, x, taps)
+        return module.apply
+
     def apply(params: Any, x: jax.Array, taps: Sequence[str]) -> dict:
         return module.apply({"params": params}, x, tuple(taps))
     return apply

@@ -29,7 +29,10 @@ ARCHITECTURES: dict[str, tuple[type[nn.Module], Any, str]] = {
 
 @dataclasses.dataclass(frozen=True)
 class Model:
-    """A network with its parameters: ``model(x, taps)`` runs it; ``module.apply`` is there for jit/vmap."""
+    """A network with its parameters: ``model(x, taps)`` runs it, ``model.apply(params, x, taps)`` is pure.
+
+    ``module`` is a Flax module (CaffeNet, Generator) or a ``PrototxtNet`` built from a deploy prototxt.
+    """
 
     architecture: str
     module: nn.Module
@@ -39,6 +42,8 @@ class Model:
     @property
     def input_shape(self) -> tuple[int, ...]:
         """Per-example input shape: (H, W, C) for a classifier, (code_size,) for a generator."""
+        if not isinstance(self.module, nn.Module):
+            return tuple(self.module.input_shape)
         cfg = self.module.config
         if hasattr(cfg, "input_size"):
             return (cfg.input_size, cfg.input_size, cfg.in_channels)
@@ -46,12 +51,14 @@ class Model:
 
     @property
     def config(self) -> Any:
-        """The architecture's config dataclass (sizes of the network)."""
-        return self.module.config
+        """The architecture's config dataclass (sizes of the network), None for prototxt-built ones."""
+        return getattr(self.module, "config", None)
 
     def apply(self, params: Mapping[str, Any], x: jax.Array, taps: Sequence[str] | None = None,
               **kwargs: Any) -> dict[str, jax.Array]:
         """Pure forward pass with explicit ``params`` (the form to use under ``jax.jit``/``jax.grad``)."""
+        if not isinstance(self.module, nn.Module):
+            return self.module.apply(params, x, None if taps is None else tuple(taps))
         if taps is None:
             return self.module.apply({"params": params}, x, **kwargs)
         return self.module.apply({"params": params}, x, tuple(taps), **kwargs)
@@ -79,6 +86,17 @@ def load(architecture: str, model_dir: str | os.PathLike | None = None) -> Model
     config = config_cls.from_dict(card.get("config", {}))
     params = jax.tree_util.tree_map(jax.numpy.asarray, params)
     return Model(architecture, module_cls(config), params, card)
+
+
+def load_caffe(prototxt: str | os.PathLike, caffemodel: str | os.PathLike | None = None,
+               **kwargs: Any) -> Model:
+    """Any supported Caffe network from its deploy prototxt (and weights), as a ``Model``."""
+    from jaxviz.models.from_prototxt import from_caffe
+
+    net, params = from_caffe(prototxt, caffemodel, **kwargs)
+    metadata = {"architecture": "prototxt", "prototxt": str(prototxt),
+                "caffemodel": None if caffemodel is None else str(caffemodel)}
+    return Model("prototxt", net, params, metadata)
 
 
 def _check_architecture(architecture: str) -> None:
