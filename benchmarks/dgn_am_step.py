@@ -1,5 +1,7 @@
 """Time of one DGN-AM step (G forward, CaffeNet forward to fc8, both backward, update) at real sizes.
 
+Also times a pixel-space step on CaffeNet alone (part ``caffenet``), the network part of the step.
+
 Runs the real architectures (CaffeNet 227x227, the 4096-code fc6 generator) with random weights — speed
 does not depend on the values — at batch 1 and 8, and measures side by side in the same process:
 
@@ -30,7 +32,8 @@ from jax import lax
 from jaxviz import objectives, presets
 from jaxviz.models import CaffeNet, CaffeNetConfig, Generator, GeneratorConfig, layers
 from jaxviz.models.zoo import Model
-from jaxviz.optimize import compiled_run
+from jaxviz.optimize import Method, compiled_run, normalized_gradient_ascent
+from jaxviz.param import Pixels
 from jaxviz.visualize import module_apply
 
 
@@ -70,20 +73,27 @@ def layer_variant(name: str) -> Iterator[None]:
         layers.conv2d, layers.deconv2d = saved
 
 
-def time_dgn_am(classifier: Model, generator: Model, batch: int, steps: int, repeats: int) -> dict:
-    """Seconds per DGN-AM step for ``batch`` runs at once (best of ``repeats``), and the compile time."""
-    preset = presets.dgn_am(generator, steps=steps)
+def time_steps(classifier: Model, generator: Model | None, batch: int, steps: int, repeats: int) -> dict:
+    """Seconds per step for ``batch`` runs at once (best of ``repeats``), and the first call's time.
+
+    With a generator the step is DGN-AM's; without one it is pixel-space ascent on CaffeNet alone.
+    """
     objective = objectives.unit("fc8")
-    run = compiled_run(module_apply(classifier.module), objective, preset.param, preset.method, True, False)
+    if generator is not None:
+        preset = presets.dgn_am(generator, steps=steps)
+        param, method, aux = preset.param, preset.method, preset.aux_params
+    else:
+        param, method, aux = Pixels((227, 227, 3)), Method(steps, normalized_gradient_ascent(1.0)), None
+    run = compiled_run(module_apply(classifier.module), objective, param, method, True, False)
     keys = jax.random.split(jax.random.key(0), batch)
     targets = jnp.arange(batch, dtype=jnp.int32) % 1000
     t0 = time.perf_counter()
-    jax.block_until_ready(run(classifier.params, preset.aux_params, targets, keys))
+    jax.block_until_ready(run(classifier.params, aux, targets, keys))
     compile_s = time.perf_counter() - t0
     best = np.inf
     for _ in range(repeats):
         t0 = time.perf_counter()
-        jax.block_until_ready(run(classifier.params, preset.aux_params, targets, keys))
+        jax.block_until_ready(run(classifier.params, aux, targets, keys))
         best = min(best, time.perf_counter() - t0)
     compiled_run.cache_clear()  # the next variant must trace again
     return {"batch": batch, "steps": steps, "seconds_per_step": best / steps, "first_call_s": compile_s}
@@ -95,6 +105,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--variants", nargs="+", default=["jaxviz", "xla-direct"])
+    parser.add_argument("--parts", nargs="+", default=["dgn_am", "caffenet"],
+                        help="dgn_am: G + CaffeNet step; caffenet: pixel-space step on CaffeNet alone")
     parser.add_argument("--json", help="also write the figures here")
     args = parser.parse_args()
 
@@ -105,17 +117,20 @@ def main() -> None:
     machine = {"platform": platform.platform(), "processor": platform.machine(), "cpus": os.cpu_count(),
                "jax": jax.__version__, "devices": [str(d) for d in jax.devices()]}
     rows = []
-    for batch in args.batches:
-        for variant in args.variants:
-            with layer_variant(variant):
-                row = {"variant": variant, **time_dgn_am(classifier, generator, batch, args.steps, args.repeats)}
-            rows.append(row)
-            print(f"batch {batch:3d}  {variant:10s}  {1000 * row['seconds_per_step']:9.1f} ms/step   "
-                  f"(first call {row['first_call_s']:.1f} s)", flush=True)
-        ours = [r for r in rows if r["batch"] == batch]
-        if len(ours) == 2:
-            print(f"batch {batch:3d}  ratio {ours[0]['variant']} / {ours[1]['variant']} time: "
-                  f"{ours[0]['seconds_per_step'] / ours[1]['seconds_per_step']:.2f}")
+    for part in args.parts:
+        for batch in args.batches:
+            for variant in args.variants:
+                with layer_variant(variant):
+                    row = {"part": part, "variant": variant,
+                           **time_steps(classifier, generator if part == "dgn_am" else None, batch, args.steps,
+                                        args.repeats)}
+                rows.append(row)
+                print(f"{part:8s} batch {batch:3d}  {variant:10s}  {1000 * row['seconds_per_step']:9.1f} ms/step"
+                      f"   (first call {row['first_call_s']:.1f} s)", flush=True)
+            same = [r for r in rows if r["batch"] == batch and r["part"] == part]
+            if len(same) == 2:
+                print(f"{part:8s} batch {batch:3d}  time ratio {same[0]['variant']} / {same[1]['variant']}: "
+                      f"{same[0]['seconds_per_step'] / same[1]['seconds_per_step']:.2f}")
     print(f"machine: {machine}")
     if args.json:
         with open(args.json, "w") as f:
