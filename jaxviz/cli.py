@@ -12,12 +12,72 @@ def main(argv: list[str] | None = None) -> int:
     verbs = parser.add_subparsers(dest="verb", required=True)
     demo = verbs.add_parser("demo", help="run the main job on the embedded default models")
     demo.add_argument("--out", default="out/demo", help="folder for the results (default: out/demo)")
+    _add_inverse_set(verbs)
     args = parser.parse_args(argv)
     if args.verb == "demo":
         from jaxviz import demo as demo_module
 
         return demo_module.main(["--out", args.out])
+    if args.verb == "inverse-set":
+        return _run_inverse_set(args)
     return 2
+
+
+def _add_inverse_set(verbs) -> None:
+    p = verbs.add_parser("inverse-set", help="sample inputs whose activation lies in [z1, z2] (Hada & "
+                         "Carreira-Perpinan 2019); embedded pair by default")
+    p.add_argument("--neuron", action="append", required=True, metavar="LAYER:UNIT:Z1:Z2[:ROW,COL|center|mean]",
+                   help="a constrained neuron; repeat for an intersection (e.g. fc8:3:10:15)")
+    p.add_argument("--n", type=int, default=500, help="samples (default 500)")
+    p.add_argument("--k", type=int, default=10, help="codes per round (default 10)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--lr", type=float, default=0.1, help="Adam step in code units (default 0.1)")
+    p.add_argument("--diversity", choices=("encoder", "code", "none"), default="encoder")
+    p.add_argument("--joint", action="store_true", help="optimize all n together (eq. 15; small n)")
+    p.add_argument("--inner-steps", type=int, default=100, help="gradient steps per outer iteration (default 100)")
+    p.add_argument("--max-outer", type=int, default=8)
+    p.add_argument("--max-rounds", type=int, default=1000)
+    p.add_argument("--classifier", default=None, help="converted CaffeNet folder (default: embedded)")
+    p.add_argument("--generator", default=None, help="converted generator folder (default: embedded)")
+    p.add_argument("--out", default="out/inverse_set", help="folder for the results (default: out/inverse_set)")
+
+
+def _parse_neuron(text: str):
+    from jaxviz.inverse_set import Constraint
+
+    parts = text.split(":")
+    if len(parts) not in (4, 5):
+        raise ValueError(f"--neuron {text!r}: expected LAYER:UNIT:Z1:Z2[:POSITION]")
+    position = "center" if len(parts) == 4 else parts[4]
+    if "," in position:
+        position = tuple(int(v) for v in position.split(","))
+    return Constraint(parts[0], int(parts[1]), float(parts[2]), float(parts[3]), position)
+
+
+def _run_inverse_set(args) -> int:
+    import time
+
+    import jax
+
+    from jaxviz import inverse_set
+    from jaxviz.models import load
+
+    start = time.perf_counter()
+    try:
+        constraints = [_parse_neuron(t) for t in args.neuron]
+        config = inverse_set.InverseSetConfig(
+            k=args.k, n=args.n, lr=args.lr, diversity=args.diversity, joint=args.joint,
+            inner_steps=args.inner_steps, max_outer=args.max_outer, max_rounds=args.max_rounds)
+        clf, gen = load("caffenet", args.classifier), load("generator", args.generator)
+        result = inverse_set.sample_inverse_set(clf, gen, constraints, jax.random.key(args.seed), config)
+    except (ValueError, IndexError) as err:  # bad ranges, unknown layers or units, bad settings
+        print(f"jaxviz inverse-set: {err}", file=sys.stderr)
+        return 2
+    seconds = time.perf_counter() - start
+    out = inverse_set.save_results(result, args.out, dict(clf.metadata.get("preprocessing") or {}),
+                                   {"seconds": round(seconds, 1), "seed": args.seed})
+    print(f"{result.message} ({seconds:.0f} s); results written to {out}/")
+    return 0 if result.status == "ok" else 1
 
 
 if __name__ == "__main__":
