@@ -12,12 +12,15 @@ def main(argv: list[str] | None = None) -> int:
     verbs = parser.add_subparsers(dest="verb", required=True)
     demo = verbs.add_parser("demo", help="run the main job on the embedded default models")
     demo.add_argument("--out", default="out/demo", help="folder for the results (default: out/demo)")
+    _add_sweep(verbs)
     _add_inverse_set(verbs)
     args = parser.parse_args(argv)
     if args.verb == "demo":
         from jaxviz import demo as demo_module
 
         return demo_module.main(["--out", args.out])
+    if args.verb == "sweep":
+        return _run_sweep(args)
     if args.verb == "inverse-set":
         return _run_inverse_set(args)
     return 2
@@ -78,6 +81,45 @@ def _run_inverse_set(args) -> int:
                                    {"seconds": round(seconds, 1), "seed": args.seed})
     print(f"{result.message} ({seconds:.0f} s); results written to {out}/")
     return 0 if result.status == "ok" else 1
+
+
+def _add_sweep(verbs) -> None:
+    p = verbs.add_parser("sweep", help="visualize many units of a layer in one vectorized, sharded, resumable "
+                         "run and write a browsable gallery; embedded pair by default")
+    p.add_argument("--layer", default="fc8", help="layer whose units to sweep (default fc8)")
+    p.add_argument("--units", default="all", help="'all', or ids and ranges such as '0-99,250' (default all)")
+    p.add_argument("--method", default="dgn_am", choices=("dgn_am", "pixel", "sampler"),
+                   help="dgn_am (generator code), pixel (AM with Yosinski 2015 priors), sampler (PPGN-style)")
+    p.add_argument("--steps", type=int, default=200)
+    p.add_argument("--seeds-per-unit", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--chunk-size", type=int, default=None, help="runs per compiled chunk (default: from memory)")
+    p.add_argument("--max-chunks", type=int, default=None, help="stop after this many chunks (rerun resumes)")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="progress bar (default: on a terminal outside CI)")
+    p.add_argument("--classifier", default=None, help="converted CaffeNet folder (default: embedded)")
+    p.add_argument("--generator", default=None, help="converted generator folder (default: embedded)")
+    p.add_argument("--out", default="out/sweep", help="folder for the results (default: out/sweep)")
+
+
+def _run_sweep(args) -> int:
+    from jaxviz import sweep
+    from jaxviz.models import load
+
+    try:
+        clf, gen = load("caffenet", args.classifier), load("generator", args.generator)
+        units = sweep.parse_units(args.units, sweep.layer_width(clf, args.layer))
+        config = sweep.SweepConfig(args.layer, units, args.method, args.steps, args.seeds_per_unit, args.seed,
+                                   args.chunk_size)
+        s = sweep.sweep(clf, gen, config, args.out, progress=args.progress, max_chunks=args.max_chunks)
+    except (ValueError, IndexError, KeyError, sweep.SweepError) as err:
+        print(f"jaxviz sweep: {err}", file=sys.stderr)
+        return 2
+    done = (s.out_dir / "index.html").exists()
+    print(f"{s.computed} of {s.runs} runs computed now, chunk size {s.chunk_size} on {s.devices} device(s), "
+          f"{s.units_per_second:.2f} units/s")
+    print(f"gallery: {s.out_dir / 'index.html'}" if done else f"not finished; run the same command to resume")
+    return 0
 
 
 if __name__ == "__main__":

@@ -1,0 +1,211 @@
+"""Sweeps: chunked runs equal single runs, resume after a stop or SIGKILL, 4 CPU devices, bad input."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from jaxviz import objectives, sweep as sw
+from jaxviz.models import load
+from jaxviz.visualize import unit_keys, visualize
+
+from tests.conftest import REPO
+
+# The reference sweep: 32 fc6 units of the embedded pair, pixel AM, few steps, 4 chunks of 8.
+REF = sw.SweepConfig("fc6", tuple(range(32)), "pixel", steps=5, chunk_size=8)
+FIELDS = ("unit", "seed_index", "image", "z", "final_activation", "rank", "activation", "best_objective")
+
+
+@pytest.fixture(scope="module")
+def models():
+    return load("caffenet"), load("generator")
+
+
+@pytest.fixture(scope="module")
+def reference(models, tmp_path_factory):
+    out = tmp_path_factory.mktemp("ref") / "sweep"
+    sw.sweep(*models, REF, out, progress=False)
+    return out, sw.load_chunks(out)
+
+
+def _same(a: dict, b: dict) -> None:
+    for k in FIELDS:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "jaxviz", "sweep", *args]
+
+
+def _ref_args(out) -> list[str]:
+    return ["--layer", REF.layer, "--units", f"0-{len(REF.units) - 1}", "--method", REF.method,
+            "--steps", str(REF.steps), "--chunk-size", str(REF.chunk_size), "--out", str(out), "--no-progress"]
+
+
+def _env(**extra: str) -> dict:
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    return {**env, "PYTHONPATH": str(REPO), **extra}
+
+
+# ----- pure parts ---------------------------------------------------------------------------------------
+
+def test_parse_units():
+    assert sw.parse_units("all", 4) == (0, 1, 2, 3)
+    assert sw.parse_units("0-2, 7", 10) == (0, 1, 2, 7)
+    assert sw.parse_units([3, 1], 10) == (3, 1)
+    with pytest.raises(IndexError, match="unit 10 is out of range"):
+        sw.parse_units("5-10", 10)
+    with pytest.raises(ValueError, match="twice"):
+        sw.parse_units("1,1", 10)
+    with pytest.raises(ValueError, match="expected"):
+        sw.parse_units("a-b", 10)
+
+
+def test_choose_chunk_size():
+    # Memory-bound, a multiple of the devices, never more than the sweep needs.
+    assert sw.choose_chunk_size(run_bytes=100, n_runs=1000, n_devices=4, memory_bytes=2 * 100 * 10) == 40
+    assert sw.choose_chunk_size(100, 1000, 1, 10 ** 12) == sw.MAX_CHUNK
+    assert sw.choose_chunk_size(100, 10, 4, 10 ** 12) == 12
+    assert sw.choose_chunk_size(10 ** 12, 10, 4, 10) == 4
+
+
+def test_labels():
+    assert sw.unit_labels("fc8", 10) == [str(i) for i in range(10)]
+    names = sw.unit_labels("fc8", 1000)
+    assert len(names) == 1000 and names[0].startswith("tench")
+    assert sw.unit_labels("fc6", 4096) is None
+
+
+# ----- results ------------------------------------------------------------------------------------------
+
+@pytest.mark.slow  # about 30-60 s on a 2-core CPU
+def test_sweep_of_64_units_equals_64_single_runs(models, tmp_path):
+    clf, gen = models
+    config = sw.SweepConfig("fc6", tuple(range(64)), "pixel", steps=4, chunk_size=24)  # 3 chunks, last short
+    sw.sweep(clf, gen, config, tmp_path / "s", progress=False)
+    data = sw.load_chunks(tmp_path / "s")
+    preset, _ = sw.build_method("pixel", clf, gen, "fc6", 4)
+    objective = objectives.unit("fc6")
+    targets, keys = unit_keys(0, range(64))
+    for i in range(64):
+        single = visualize(clf, objective, preset.param, key=keys[i], method=preset.method, target=targets[i])
+        np.testing.assert_allclose(data["image"][i], np.asarray(single.image), rtol=1e-5, atol=1e-4)
+        np.testing.assert_allclose(data["final_activation"][i], np.asarray(single.final_activation),
+                                   rtol=1e-4, atol=1e-5)
+    rows = [json.loads(line) for line in (tmp_path / "s" / sw.RESULTS).read_text().splitlines()]
+    assert [r["unit"] for r in rows] == list(range(64))
+    assert all((tmp_path / "s" / r["image"]).is_file() and (tmp_path / "s" / r["code"]).is_file() for r in rows)
+    meta = json.loads((tmp_path / "s" / sw.METADATA).read_text())
+    assert meta["chunk_size"] == 24 and meta["units_per_second"] > 0
+
+
+def test_short_last_chunk_does_not_recompile(models, tmp_path, monkeypatch):
+    clf, gen = models
+    config = sw.SweepConfig("fc8", (0, 1, 2, 3, 4), "pixel", steps=2, chunk_size=2)  # chunks of 2, 2, 1
+    programs, original = [], sw.compiled_run.__wrapped__
+
+    def spy(*args):
+        programs.append(original(*args))
+        return programs[-1]
+    monkeypatch.setattr(sw, "compiled_run", spy)
+    sw.sweep(clf, gen, config, tmp_path / "s", progress=False)
+    assert len(programs) == 1 and programs[0]._cache_size() == 1  # one jit, one compilation
+    assert len(sw.load_chunks(tmp_path / "s")["unit"]) == 5
+
+
+def test_resume_after_stop_equals_uninterrupted(models, reference, tmp_path):
+    out = tmp_path / "s"
+    first = sw.sweep(*models, REF, out, progress=False, max_chunks=1)
+    assert first.computed == 8 and not (out / "index.html").exists()
+    second = sw.sweep(*models, REF, out, progress=False)
+    assert second.computed == len(REF.units) - 8  # nothing finished is redone
+    _same(sw.load_chunks(out), reference[1])
+    assert (out / "index.html").exists()
+
+
+def test_refuses_a_folder_of_another_sweep(models, reference, tmp_path):
+    out, _ = reference
+    with pytest.raises(sw.SweepError, match="different sweep.*steps: 5 there vs 6 asked"):
+        sw.sweep(*models, sw.SweepConfig("fc6", REF.units, "pixel", steps=6, chunk_size=8), out, progress=False)
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    with pytest.raises(sw.SweepError, match="not empty"):
+        sw.sweep(*models, REF, tmp_path / "other", progress=False)
+
+
+def test_out_of_range_units_write_nothing(models, tmp_path):
+    with pytest.raises(IndexError, match="unit 10 is out of range"):
+        sw.sweep(*models, sw.SweepConfig("fc8", (3, 10), "pixel", steps=2), tmp_path / "s", progress=False)
+    assert not (tmp_path / "s").exists()
+
+
+def test_unwritable_folder_is_a_clear_error(models, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(sw.SweepError, match="cannot write the sweep manifest"):
+        sw.sweep(*models, REF, blocker / "s", progress=False)
+
+
+def test_full_disk_keeps_finished_chunks_and_resumes(models, reference, tmp_path, monkeypatch):
+    out = tmp_path / "s"
+    real = sw.atomic_write_bytes
+
+    def failing(path, data):
+        if path.name == "chunk_00001.npz":
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        real(path, data)
+    monkeypatch.setattr(sw, "atomic_write_bytes", failing)
+    with pytest.raises(sw.SweepError, match="cannot write chunk 1 .*No space left.*resume"):
+        sw.sweep(*models, REF, out, progress=False)
+    assert sorted(p.name for p in (out / sw.CHUNKS).iterdir()) == ["chunk_00000.npz"]  # no temp file left
+    monkeypatch.setattr(sw, "atomic_write_bytes", real)
+    assert sw.sweep(*models, REF, out, progress=False).computed == len(REF.units) - 8
+    _same(sw.load_chunks(out), reference[1])
+
+
+# ----- processes: SIGKILL and 4 devices -------------------------------------------------------------------
+
+@pytest.mark.slow  # about 30-60 s on a 2-core CPU
+def test_sigkill_then_rerun_equals_uninterrupted(reference, tmp_path):
+    out = tmp_path / "s"
+    proc = subprocess.Popen(_cli(*_ref_args(out)), cwd=tmp_path, env=_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)
+    deadline = time.time() + 300
+    while not (out / sw.CHUNKS / "chunk_00000.npz").exists():
+        assert proc.poll() is None, proc.stdout.read().decode()
+        assert time.time() < deadline, "the sweep wrote no chunk in 300 s"
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = sorted(p.name for p in (out / sw.CHUNKS).glob("chunk_*.npz"))
+    assert 1 <= len(done) < 4, done  # killed mid-sweep
+    rerun = subprocess.run(_cli(*_ref_args(out)), cwd=tmp_path, env=_env(), capture_output=True, text=True)
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"{len(REF.units) - 8 * len(done)} of {len(REF.units)} runs computed now" in rerun.stdout
+    data = sw.load_chunks(out)
+    assert sorted(data["unit"].tolist()) == list(REF.units)  # exactly one result per unit
+    _same(data, reference[1])
+    rows = (out / sw.RESULTS).read_text().splitlines()
+    assert len(rows) == len(REF.units)
+
+
+@pytest.mark.slow  # about 30-60 s on a 2-core CPU
+def test_four_cpu_devices_equal_one(reference, tmp_path):
+    out = tmp_path / "s"
+    env = _env(XLA_FLAGS="--xla_force_host_platform_device_count=4")
+    run = subprocess.run(_cli(*_ref_args(out)), cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert "on 4 device(s)" in run.stdout
+    data, ref = sw.load_chunks(out), reference[1]
+    np.testing.assert_array_equal(data["unit"], ref["unit"])
+    for k in ("image", "z", "final_activation", "best_objective"):
+        np.testing.assert_allclose(data[k], ref[k], rtol=1e-5, atol=1e-5, err_msg=k)
