@@ -1,24 +1,33 @@
-"""``make demo``, first form: invert held-out digits through the embedded generator, G(E(x)), and show them.
+"""``make demo``: an atlas of every output class of the classifier, as a static HTML gallery.
 
-Writes ``reconstructions.png`` (each original beside its reconstruction, with the classifier's labels) and
-``summary.json`` into the output folder, and prints the folder.
+Sweeps every fc8 unit with DGN-AM and with pixel AM under Yosinski et al.'s priors (``jaxviz.sweep``,
+resumable: a rerun into the same folder finishes what is missing), inverts held-out digits through the
+embedded generator, G(E(x)) (``reconstructions.png``, ``summary.json``), and writes ``index.html`` that
+shows all of it; prints the folder. The embedded MNIST pair by default; converted CaffeNet/generator
+weights with ``--classifier DIR --generator DIR`` or ``JAXVIZ_CLASSIFIER`` / ``JAXVIZ_GENERATOR``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import pathlib
+import time
 from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxviz import embedded, render
+from jaxviz import embedded, gallery, render, sweep
 from jaxviz.models import crop_to_classifier, load
 
 PAIRS_PER_ROW = 10
+# Steps per run: the embedded pair converges in far fewer steps than CaffeNet (DGN-AM's 200).
+EMBEDDED_STEPS = 60
+REAL_STEPS = 200
+ATLAS_METHODS = (("dgn_am", "DGN-AM (generator code)"), ("pixel", "pixel AM with Yosinski et al. 2015 priors (setting 3)"))
 
 
 def make_inversion(clf: Any, gen: Any):
@@ -76,16 +85,66 @@ def run_demo(out_dir: str | pathlib.Path = "out/demo") -> pathlib.Path:
     return out
 
 
+def run_atlas(out_dir: str | os.PathLike = "out/demo", classifier_dir: str | None = None,
+              generator_dir: str | None = None, steps: int | None = None,
+              progress: bool | None = None) -> tuple[pathlib.Path, dict]:
+    """Sweep every fc8 class with each atlas method into ``out_dir/<method>``; returns the folder and figures."""
+    out = pathlib.Path(out_dir)
+    clf, gen = load("caffenet", classifier_dir), load("generator", generator_dir)
+    real = classifier_dir is not None
+    steps = steps or (REAL_STEPS if real else EMBEDDED_STEPS)
+    width = sweep.layer_width(clf, "fc8")
+    sections, figures = [], {}
+    for method, title in ATLAS_METHODS:
+        t0 = time.perf_counter()
+        s = sweep.sweep(clf, gen, sweep.SweepConfig("fc8", tuple(range(width)), method, steps), out / method,
+                        progress=progress)
+        rows = [json.loads(line) for line in (out / method / sweep.RESULTS).read_text().splitlines()]
+        top1 = sum(r["rank"] == 0 for r in rows)
+        figures[method] = {"units": len(rows), "top1": top1, "chunk_size": s.chunk_size, "devices": s.devices,
+                           "units_per_second": round(s.units_per_second, 3),
+                           "seconds": round(time.perf_counter() - t0, 1)}
+        note = (f"{len(rows)} classes, {steps} steps; the target is the top class of its image for {top1} of "
+                f"{len(rows)}; chunk size {s.chunk_size} on {s.devices} device(s)")
+        sheets = sorted(p.name for p in (out / method).glob("contact_sheet_*.png"))
+        sections.append(gallery.Section(title, rows, sheets, prefix=f"{method}/", note=note))
+    return out, {"sections": sections, "figures": figures, "real": real}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m jaxviz demo [--out DIR]``: run the demo and print where its results are."""
+    """``python -m jaxviz demo [--out DIR] [--classifier DIR --generator DIR]``: the atlas and its gallery."""
     parser = argparse.ArgumentParser(prog="jaxviz demo", description=__doc__.split("\n")[0])
     parser.add_argument("--out", default="out/demo", help="folder for the results (default: out/demo)")
+    parser.add_argument("--classifier", default=os.environ.get("JAXVIZ_CLASSIFIER"),
+                        help="converted CaffeNet folder (default: $JAXVIZ_CLASSIFIER, else the embedded model)")
+    parser.add_argument("--generator", default=os.environ.get("JAXVIZ_GENERATOR"),
+                        help="converted generator folder (default: $JAXVIZ_GENERATOR, else the embedded model)")
+    parser.add_argument("--steps", type=int, default=None, help=f"steps per run (default {EMBEDDED_STEPS} "
+                        f"embedded, {REAL_STEPS} real)")
     args = parser.parse_args(argv)
-    out = run_demo(args.out)
-    summary = json.loads((out / "summary.json").read_text())
-    print(f"generator inversion G(E(x)) of {summary['digits']} held-out digits: classifier accuracy on x "
-          f"{summary['classifier_accuracy']:.2f}, label kept by G(E(x)) {summary['label_agreement']:.2f}")
-    print(f"results written to {out}/ (reconstructions.png, summary.json)")
+    if (args.classifier is None) != (args.generator is None):
+        parser.error("give both converted folders (classifier and generator) or neither")
+    start = time.perf_counter()
+    out, atlas = run_atlas(args.out, args.classifier, args.generator, args.steps)
+    sections = list(atlas["sections"])
+    if not atlas["real"]:
+        run_demo(out)
+        summary = json.loads((out / "summary.json").read_text())
+        sections.append(gallery.Section(
+            "Generator inversion G(E(x)) of held-out digits", [], ["reconstructions.png"],
+            note=f"label kept by G(E(x)): {summary['label_agreement']:.2f}"))
+    # TODO(inverse sets): add one inverse-set section once jaxviz.inverse_set has landed.
+    seconds = time.perf_counter() - start
+    meta = {m: f"{f['units_per_second']} units/s (chunk {f['chunk_size']})" for m, f in atlas["figures"].items()}
+    meta["wall seconds"] = round(seconds, 1)
+    models = "converted CaffeNet + generator" if atlas["real"] else "embedded MNIST pair"
+    page = gallery.write_gallery(out / "index.html", f"jaxviz atlas: every fc8 class of the {models}",
+                                 sections, meta)
+    (out / "atlas.json").write_text(json.dumps({**atlas["figures"], "wall_seconds": round(seconds, 1)}, indent=1))
+    for method, f in atlas["figures"].items():
+        print(f"{method}: {f['units']} classes, target on top for {f['top1']}, {f['units_per_second']} units/s, "
+              f"chunk size {f['chunk_size']} on {f['devices']} device(s)")
+    print(f"done in {seconds:.0f} s; gallery written to {out}/ (open {page} in a browser)")
     return 0
 
 

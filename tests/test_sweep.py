@@ -209,3 +209,14 @@ def test_four_cpu_devices_equal_one(reference, tmp_path):
     np.testing.assert_array_equal(data["unit"], ref["unit"])
     for k in ("image", "z", "final_activation", "best_objective"):
         np.testing.assert_allclose(data[k], ref[k], rtol=1e-5, atol=1e-5, err_msg=k)
+
+
+@pytest.mark.slow  # the whole demo: about 40 s on a 2-core CPU
+def test_demo_writes_the_atlas_gallery(tmp_path):
+    from jaxviz import demo
+
+    assert demo.main(["--out", str(tmp_path / "demo"), "--steps", "4"]) == 0
+    page = (tmp_path / "demo" / "index.html").read_text()
+    assert "reconstructions.png" in page and page.count('"unit":') == 20  # 10 classes x 2 methods
+    atlas = json.loads((tmp_path / "demo" / "atlas.json").read_text())
+    assert {m: atlas[m]["units"] for m in ("dgn_am", "pixel")} == {"dgn_am": 10, "pixel": 10}
