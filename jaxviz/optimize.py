@@ -1,11 +1,13 @@
-"""The optimization loop: one ``lax.scan`` per run, compiled once and ``vmap``-ped over seeds and units.
+"""The optimization loop: compiled once and ``vmap``-ped over seeds and units.
 
 A run maximizes an ``Objective`` over the variable of a parameterization, from a PRNG key and a target
 (unit index or reference features). Each step: render the image, apply the robustness transform, run
 the network up to the deepest tap the objective reads, take the gradient, let the optax update rule turn
 it into a step, then apply the prior operators. A step whose objective or variable is not finite ends
 that run (the variable keeps its last finite value and the step is recorded); the other runs of a batch
-go on. Everything stays on the device: no host round trip inside the loop.
+go on. Everything stays on the device: no host round trip inside the loop. On GPU/TPU a run is one
+``lax.scan``; on CPU the host dispatches a compiled step instead (see ``resolve_loop``), with identical
+arithmetic.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ class Method:
     stop_on_zero_grad: bool = False  # DGN-AM stops when the gradient is exactly zero
     images_per_run: int = 1          # >1 for batch objectives such as diversity
     name: str = "custom"
+    loop: str = "auto"               # "scan" (one device program), "host" (compiled step), see resolve_loop
 
 
 class Result(NamedTuple):
@@ -88,6 +91,9 @@ class _Carry(NamedTuple):
     best_step: jax.Array
     failed_step: jax.Array
     stopped_step: jax.Array
+    trace: jax.Array         # (steps,) objective per step, filled as the run goes
+    activations: jax.Array   # (steps, n) target activation per step
+    loop_key: jax.Array
 
 
 def _target_activation(objective: Objective, acts: dict, target: Any) -> tuple[jax.Array, jax.Array]:
@@ -102,9 +108,16 @@ def _target_activation(objective: Objective, acts: dict, target: Any) -> tuple[j
     return act, rank.astype(jnp.int32)
 
 
-def make_run(net_apply: NetApply, objective: Objective, param: Parameterization,
-             method: Method) -> Callable[..., Result]:
-    """The pure function ``run(net_params, aux_params, target, key, z0=None) -> Result`` of one run."""
+class RunParts(NamedTuple):
+    """A run split in three pure functions, so a driver can loop on the device or from the host."""
+
+    init: Callable[..., _Carry]    # (net_params, aux_params, target, key, z0) -> carry
+    step: Callable[..., _Carry]    # (net_params, aux_params, target, carry, i) -> carry
+    finish: Callable[..., Result]  # (net_params, aux_params, target, carry) -> Result
+
+
+def run_parts(net_apply: NetApply, objective: Objective, param: Parameterization, method: Method) -> RunParts:
+    """The pure pieces of one run: its initial state, one optimization step, and its result."""
     taps = objective.network_taps
     if objective.unit_layer is not None and objective.unit_layer not in taps:
         taps = tuple(sorted(set(taps) | {objective.unit_layer}))
@@ -123,62 +136,112 @@ def make_run(net_apply: NetApply, objective: Objective, param: Parameterization,
 
     value_and_grad = jax.value_and_grad(forward, argnums=2, has_aux=True)
 
-    def run(net_params, aux_params, target, key, z0=None) -> Result:
+    def init(net_params, aux_params, target, key, z0=None) -> _Carry:
         init_key, loop_key = jax.random.split(key)
         z = param.init(init_key, method.images_per_run) if z0 is None else jnp.asarray(z0, jnp.float32)
-        carry = _Carry(z, method.optimizer.init(z), jnp.array(True), z, jnp.array(-jnp.inf, jnp.float32),
-                       jnp.array(-1, jnp.int32), jnp.array(-1, jnp.int32), jnp.array(-1, jnp.int32))
+        minus_one = jnp.array(-1, jnp.int32)
+        return _Carry(z, method.optimizer.init(z), jnp.array(True), z, jnp.array(-jnp.inf, jnp.float32),
+                      minus_one, minus_one, minus_one, jnp.full((method.steps,), jnp.nan, jnp.float32),
+                      jnp.zeros((method.steps, z.shape[0]), jnp.float32), loop_key)
 
-        def step(carry: _Carry, i: jax.Array):
-            transform_key, operator_key = jax.random.split(jax.random.fold_in(loop_key, i))
-            (value, acts), grad = value_and_grad(net_params, aux_params, carry.z, target, transform_key)
-            activation, _ = _target_activation(objective, acts, target)
-            # optax minimizes: feed it the gradient of -objective.
-            updates, opt_state = method.optimizer.update(jax.tree_util.tree_map(jnp.negative, grad),
-                                                         carry.opt_state, carry.z)
-            z = optax.apply_updates(carry.z, updates)
-            if method.operator is not None:
-                z = method.operator(z, OperatorContext(i, operator_key, grad))
-            finite = jnp.isfinite(value) & jnp.all(jnp.isfinite(z))
-            zero_grad = jnp.all(grad == 0) if method.stop_on_zero_grad else jnp.array(False)
-            improved = carry.alive & jnp.isfinite(value) & (value > carry.best_objective)
-            moving = carry.alive & finite & ~zero_grad
-            keep = lambda new, old: jax.tree_util.tree_map(lambda a, b: jnp.where(moving, a, b), new, old)
-            new = _Carry(
-                z=keep(z, carry.z), opt_state=keep(opt_state, carry.opt_state), alive=moving,
-                best_z=jnp.where(improved, carry.z, carry.best_z),
-                best_objective=jnp.where(improved, value, carry.best_objective),
-                best_step=jnp.where(improved, i, carry.best_step),
-                failed_step=jnp.where(carry.alive & ~finite, i, carry.failed_step),
-                stopped_step=jnp.where(carry.alive & finite & zero_grad, i, carry.stopped_step))
-            return new, (jnp.where(carry.alive, value, jnp.nan), activation)
+    def step(net_params, aux_params, target, carry: _Carry, i: jax.Array) -> _Carry:
+        transform_key, operator_key = jax.random.split(jax.random.fold_in(carry.loop_key, i))
+        (value, acts), grad = value_and_grad(net_params, aux_params, carry.z, target, transform_key)
+        activation, _ = _target_activation(objective, acts, target)
+        # optax minimizes: feed it the gradient of -objective.
+        updates, opt_state = method.optimizer.update(jax.tree_util.tree_map(jnp.negative, grad),
+                                                     carry.opt_state, carry.z)
+        z = optax.apply_updates(carry.z, updates)
+        if method.operator is not None:
+            z = method.operator(z, OperatorContext(i, operator_key, grad))
+        finite = jnp.isfinite(value) & jnp.all(jnp.isfinite(z))
+        zero_grad = jnp.all(grad == 0) if method.stop_on_zero_grad else jnp.array(False)
+        improved = carry.alive & jnp.isfinite(value) & (value > carry.best_objective)
+        moving = carry.alive & finite & ~zero_grad
+        keep = lambda new, old: jax.tree_util.tree_map(lambda a, b: jnp.where(moving, a, b), new, old)
+        return _Carry(
+            z=keep(z, carry.z), opt_state=keep(opt_state, carry.opt_state), alive=moving,
+            best_z=jnp.where(improved, carry.z, carry.best_z),
+            best_objective=jnp.where(improved, value, carry.best_objective),
+            best_step=jnp.where(improved, i, carry.best_step),
+            failed_step=jnp.where(carry.alive & ~finite, i, carry.failed_step),
+            stopped_step=jnp.where(carry.alive & finite & zero_grad, i, carry.stopped_step),
+            trace=carry.trace.at[i].set(jnp.where(carry.alive, value, jnp.nan)),
+            activations=carry.activations.at[i].set(activation), loop_key=carry.loop_key)
 
-        carry, (trace, activations) = jax.lax.scan(step, carry, jnp.arange(method.steps, dtype=jnp.int32))
+    def finish(net_params, aux_params, target, carry: _Carry) -> Result:
         # The final image is judged as produced, without the robustness transform.
         final_value, acts = forward(net_params, aux_params, carry.z, target)
-        image = acts[IMAGE]
         final_activation, rank = _target_activation(objective, acts, target)
         final_better = jnp.isfinite(final_value) & (final_value > carry.best_objective)
         best_z = jnp.where(final_better, carry.z, carry.best_z)
         return Result(
-            image=image, z=carry.z, objective=trace, activation=activations, final_objective=final_value,
-            final_activation=final_activation, rank=rank, best_image=param.render(aux_params, best_z),
-            best_z=best_z, best_objective=jnp.where(final_better, final_value, carry.best_objective),
+            image=acts[IMAGE], z=carry.z, objective=carry.trace, activation=carry.activations,
+            final_objective=final_value, final_activation=final_activation, rank=rank,
+            best_image=param.render(aux_params, best_z), best_z=best_z,
+            best_objective=jnp.where(final_better, final_value, carry.best_objective),
             best_step=jnp.where(final_better, method.steps, carry.best_step),
             failed_step=carry.failed_step, stopped_step=carry.stopped_step)
 
+    return RunParts(init, step, finish)
+
+
+def make_run(net_apply: NetApply, objective: Objective, param: Parameterization,
+             method: Method) -> Callable[..., Result]:
+    """The pure function ``run(net_params, aux_params, target, key, z0=None) -> Result``: one ``lax.scan``."""
+    parts = run_parts(net_apply, objective, param, method)
+
+    def run(net_params, aux_params, target, key, z0=None) -> Result:
+        carry = parts.init(net_params, aux_params, target, key, z0)
+        body = lambda c, i: (parts.step(net_params, aux_params, target, c, i), None)
+        carry, _ = jax.lax.scan(body, carry, jnp.arange(method.steps, dtype=jnp.int32))
+        return parts.finish(net_params, aux_params, target, carry)
+
     return run
+
+
+def resolve_loop(loop: str) -> str:
+    """``"scan"`` or ``"host"`` for a ``Method.loop`` setting; ``"auto"`` picks by the default backend.
+
+    XLA:CPU runs convolutions inside a while-loop body several times slower than the same convolutions
+    in a top-level program (measured about 4x for CaffeNet's pixel step, see benchmarks/loop_driver.py),
+    so on CPU the host drives a compiled step; on GPU/TPU the whole run is one ``lax.scan``. The host
+    driver only dispatches: the state stays on the device and nothing is read back inside the loop.
+    """
+    if loop == "auto":
+        return "host" if jax.default_backend() == "cpu" else "scan"
+    if loop not in ("scan", "host"):
+        raise ValueError(f"loop must be 'auto', 'scan' or 'host', not {loop!r}")
+    return loop
 
 
 @functools.lru_cache(maxsize=64)
 def compiled_run(net_apply: NetApply, objective: Objective, param: Parameterization, method: Method,
                  batched: bool, with_z0: bool) -> Callable[..., Result]:
-    """The jit-compiled run (vmapped over targets, keys and starts when ``batched``), cached per setup."""
-    run = make_run(net_apply, objective, param, method)
-    if not with_z0:
-        run_ = run
-        run = lambda net_params, aux_params, target, key: run_(net_params, aux_params, target, key)
-    if batched:
-        axes = (None, None, 0, 0, 0) if with_z0 else (None, None, 0, 0)
-        run = jax.vmap(run, in_axes=axes)
-    return jax.jit(run)
+    """The compiled run (vmapped over targets, keys and starts when ``batched``), cached per setup.
+
+    Returns ``run(net_params, aux_params, targets, keys[, z0]) -> Result``.
+    """
+    parts = run_parts(net_apply, objective, param, method)
+    vmap = (lambda f, axes: jax.vmap(f, in_axes=axes)) if batched else (lambda f, axes: f)
+    run_axes = (None, None, 0, 0, 0) if with_z0 else (None, None, 0, 0)
+
+    if resolve_loop(method.loop) == "scan":
+        run = make_run(net_apply, objective, param, method)
+        if not with_z0:
+            run_ = run
+            run = lambda net_params, aux_params, target, key: run_(net_params, aux_params, target, key)
+        return jax.jit(vmap(run, run_axes))
+
+    init = jax.jit(vmap(parts.init if with_z0 else
+                        (lambda n, a, t, k: parts.init(n, a, t, k)), run_axes))
+    step = jax.jit(vmap(parts.step, (None, None, 0, 0, None)))
+    finish = jax.jit(vmap(parts.finish, (None, None, 0, 0)))
+
+    def run(net_params, aux_params, targets, keys, *z0) -> Result:
+        carry = init(net_params, aux_params, targets, keys, *z0)
+        for i in range(method.steps):
+            carry = step(net_params, aux_params, targets, carry, jnp.int32(i))
+        return finish(net_params, aux_params, targets, carry)
+
+    return run

@@ -117,3 +117,13 @@ def test_objective_algebra():
     assert float((O.unit("fc8", 1) / 4)(acts)) == 0.5
     assert float(O.unit("fc8")(acts, 1)) == 2.0          # index from the target
     assert combo.unit_layer is None or combo.unit_layer == "fc8"
+
+
+def test_scan_and_host_loops_give_the_same_runs(net):
+    import dataclasses
+
+    targets, keys = unit_keys(1, range(3))
+    results = [visualize_batch(net, O.unit("fc8"), keys=keys, targets=targets,
+                               method=dataclasses.replace(METHOD, loop=loop)) for loop in ("scan", "host")]
+    for a, b in zip(*results):
+        np.testing.assert_allclose(np.asarray(a, np.float64), np.asarray(b, np.float64), rtol=1e-4, atol=1e-4)
