@@ -8,17 +8,17 @@ import sys
 
 def main(argv: list[str] | None = None) -> int:
     """Dispatch a verb."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["demo"]:  # the demo parses its own options (jaxviz.demo.main)
+        from jaxviz import demo as demo_module
+
+        return demo_module.main(argv[1:])
     parser = argparse.ArgumentParser(prog="jaxviz", description="Synthesize the preferred inputs of neurons.")
     verbs = parser.add_subparsers(dest="verb", required=True)
-    demo = verbs.add_parser("demo", help="run the main job on the embedded default models")
-    demo.add_argument("--out", default="out/demo", help="folder for the results (default: out/demo)")
+    verbs.add_parser("demo", help="run the main job on the embedded default models (see: jaxviz demo --help)")
     _add_sweep(verbs)
     _add_inverse_set(verbs)
     args = parser.parse_args(argv)
-    if args.verb == "demo":
-        from jaxviz import demo as demo_module
-
-        return demo_module.main(["--out", args.out])
     if args.verb == "sweep":
         return _run_sweep(args)
     if args.verb == "inverse-set":

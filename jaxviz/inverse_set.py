@@ -686,8 +686,6 @@ def diversity_figures(encodings: np.ndarray, images: np.ndarray) -> dict:
             "mean_pairwise_distance_pixels": mean_pairwise_distance(images)}
 
 
-
-
 # ----- output -------------------------------------------------------------------------------------------------
 
 def contact_sheet(result: InverseSetResult, preprocessing: dict | None = None, columns: int = 10,
