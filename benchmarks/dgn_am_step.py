@@ -34,7 +34,7 @@ from jaxviz.models import CaffeNet, CaffeNetConfig, Generator, GeneratorConfig, 
 from jaxviz.models.zoo import Model
 from jaxviz.optimize import Method, compiled_run, normalized_gradient_ascent
 from jaxviz.param import Pixels
-from jaxviz.visualize import module_apply
+from jaxviz.api import module_apply
 
 
 def random_params(module, example: jax.Array, taps: tuple[str, ...], seed: int = 0) -> dict:

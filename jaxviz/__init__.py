@@ -1,6 +1,6 @@
 """jaxviz: synthesize the preferred inputs of neurons with JAX.
 
-``jaxviz.visualize.visualize`` / ``jaxviz.visualize_batch`` run one or many optimizations; the building blocks
+``jaxviz.visualize`` / ``jaxviz.visualize_batch`` run one or many optimizations (``jaxviz.api``); the building blocks
 live in ``jaxviz.objectives``, ``jaxviz.priors``, ``jaxviz.param``, ``jaxviz.transforms``,
 ``jaxviz.optimize`` and ``jaxviz.presets``; networks in ``jaxviz.models``.
 """
@@ -11,8 +11,8 @@ __version__ = "0.1.0"
 
 # Reachable as attributes without importing them (and JAX) at ``import jaxviz``.
 _LAZY_SUBMODULES = frozenset({"presets", "objectives", "priors", "param", "transforms", "optimize", "models",
-                              "inverse_set", "sweep", "render", "visualize"})
-_LAZY_FUNCTIONS = {"visualize_batch": "jaxviz.visualize", "unit_keys": "jaxviz.visualize"}
+                              "inverse_set", "sweep", "render", "api"})
+_LAZY_FUNCTIONS = {"visualize": "jaxviz.api", "visualize_batch": "jaxviz.api", "unit_keys": "jaxviz.api"}
 
 
 def __getattr__(name: str):

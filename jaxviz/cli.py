@@ -1,4 +1,4 @@
-"""The ``jaxviz`` command: ``jaxviz demo`` and the other verbs."""
+"""The ``jaxviz`` command: ``demo``, ``visualize`` (one unit), ``sweep`` (a layer), ``inverse-set``."""
 
 from __future__ import annotations
 
@@ -16,14 +16,73 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="jaxviz", description="Synthesize the preferred inputs of neurons.")
     verbs = parser.add_subparsers(dest="verb", required=True)
     verbs.add_parser("demo", help="run the main job on the embedded default models (see: jaxviz demo --help)")
+    _add_visualize(verbs)
     _add_sweep(verbs)
     _add_inverse_set(verbs)
     args = parser.parse_args(argv)
+    if args.verb == "visualize":
+        return _run_visualize(args)
     if args.verb == "sweep":
         return _run_sweep(args)
     if args.verb == "inverse-set":
         return _run_inverse_set(args)
     return 2
+
+
+VISUALIZE_METHODS = ("dgn_am", "pixel", "lucid")
+
+
+def _add_visualize(verbs) -> None:
+    p = verbs.add_parser("visualize", help="one unit's preferred input, written as a PNG; embedded pair by default")
+    p.add_argument("--layer", default="fc8", help="layer (Caffe blob name, e.g. fc8, fc6, conv5; default fc8)")
+    p.add_argument("--unit", type=int, required=True, help="unit (or channel) index in the layer")
+    p.add_argument("--method", choices=VISUALIZE_METHODS, default="dgn_am",
+                   help="dgn_am: generator code (Nguyen et al. 2016); pixel: Yosinski et al. 2015 priors "
+                        "(setting 4); lucid: Fourier image, Adam, robustness transforms (default dgn_am)")
+    p.add_argument("--objective", choices=("activation", "log_softmax"), default="activation",
+                   help="raw activation or log-softmax selectivity across the layer (default activation)")
+    p.add_argument("--steps", type=int, default=None, help="steps (default: the method's original count)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--classifier", default=None, help="converted CaffeNet folder (default: embedded)")
+    p.add_argument("--generator", default=None, help="converted generator folder (default: embedded)")
+    p.add_argument("--scale", type=int, default=None, help="PNG magnification (default: 1, 8 for images < 64 px)")
+    p.add_argument("--out", default=None, help="PNG path (default: out/<layer>_<unit>_<method>.png)")
+
+
+def _run_visualize(args) -> int:
+    import jax
+    import numpy as np
+
+    from jaxviz import objectives, presets, render
+    from jaxviz.models import load
+
+    try:
+        clf = load("caffenet", args.classifier)
+        pre = dict(clf.metadata.get("preprocessing") or {})
+        steps = {} if args.steps is None else {"steps": args.steps}
+        if args.method == "dgn_am":
+            preset = presets.dgn_am(load("generator", args.generator), **steps)
+        elif args.method == "pixel":
+            from jaxviz.sweep import _mean_image
+            preset = presets.yosinski2015(4, clf.input_shape, mean=_mean_image(clf), **steps)
+        else:
+            preset = presets.lucid(clf.input_shape, pre, **steps)
+        make = objectives.unit if args.objective == "activation" else objectives.log_softmax
+        result = preset.visualize(clf, make(args.layer, args.unit, position="center"), jax.random.key(args.seed))
+    except (ValueError, IndexError) as err:  # unknown layer, unit out of range, mismatched models
+        print(f"jaxviz visualize: {err}", file=sys.stderr)
+        return 2
+    image = render.to_display(np.asarray(result.image)[0], pre)
+    scale = args.scale or (8 if max(image.shape[:2]) < 64 else 1)
+    picture = render.to_pil(image)
+    picture = picture.resize((picture.width * scale, picture.height * scale), resample=0)
+    out = args.out or f"out/{args.layer}_{args.unit}_{args.method}.png"
+    render.save_png(picture, out)
+    failed = int(np.asarray(result.failed_step))
+    print(f"{args.layer} unit {args.unit}: activation {float(np.asarray(result.final_activation)[0]):.4g}, "
+          f"rank {int(np.asarray(result.rank)[0])} in its layer"
+          + (f", stopped by NaN/Inf at step {failed}" if failed >= 0 else "") + f"; wrote {out}")
+    return 0 if failed < 0 else 1
 
 
 def _add_inverse_set(verbs) -> None:

@@ -32,8 +32,8 @@ from jaxviz import transforms as T
 from jaxviz.models.generator import crop_to_classifier
 from jaxviz.objectives import CODE, Acts, Objective, feature_inversion, unit_values
 from jaxviz.optimize import Method, Result, scale_by_mean_abs
-from jaxviz.param import GeneratorCode, Parameterization
-from jaxviz.visualize import module_apply, visualize, visualize_batch
+from jaxviz.api import module_apply, visualize, visualize_batch
+from jaxviz.param import GeneratorCode, Parameterization, fourier_image_for
 
 
 # ----- the preset ---------------------------------------------------------------------------------------
@@ -68,6 +68,17 @@ class Preset:
         return visualize_batch(net, self._objective(objective), self.param, keys=keys,
                                targets=self.target if targets is None else targets, method=self.method,
                                aux_params=self.aux_params, z0=z0)
+
+
+# ----- the modern libraries' default ---------------------------------------------------------------------
+
+def lucid(image_shape: Sequence[int], preprocessing: dict | None = None, steps: int = 512, lr: float = 0.05,
+          robust: bool = True) -> Preset:
+    """Lucid's / Lucent's default: a Fourier, colour-decorrelated image, Adam (0.05, 512 steps) and the
+    standard robustness transforms (jitter, scale, rotate), adapted to fixed-size inputs."""
+    h, w = int(image_shape[0]), int(image_shape[1])
+    method = Method(steps, optax.adam(lr), transform=T.standard_transforms() if robust else None, name="lucid")
+    return Preset(fourier_image_for(h, w, preprocessing), method, name="lucid")
 
 
 # ----- DGN-AM -------------------------------------------------------------------------------------------

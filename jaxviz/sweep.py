@@ -37,7 +37,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jaxviz import objectives, render
 from jaxviz.optimize import compiled_run
-from jaxviz.visualize import check_setup, module_apply, unit_keys
+from jaxviz.api import check_setup, module_apply, unit_keys
 
 FORMAT = "jaxviz-sweep/1"
 METHODS = ("dgn_am", "pixel", "sampler")

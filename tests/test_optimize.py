@@ -13,7 +13,7 @@ from jaxviz.models.caffenet import ConvSpec
 from jaxviz.models.zoo import Model
 from jaxviz.optimize import Method, gradient_ascent, normalized_gradient_ascent
 from jaxviz.param import Pixels
-from jaxviz.visualize import OptimizationFailed, unit_keys, visualize, visualize_batch
+from jaxviz.api import OptimizationFailed, unit_keys, visualize, visualize_batch
 
 SMALL = CaffeNetConfig(input_size=28, in_channels=1,
                        convs=(ConvSpec(8, 5, 1, 2, 1), ConvSpec(8, 5, 1, 2, 2), ConvSpec(8, 3, 1, 1, 1),

@@ -18,7 +18,7 @@ from jaxviz import priors
 from jaxviz.optimize import Method, normalized_gradient_ascent
 from jaxviz.param import Pixels
 from jaxviz.training.mnist import load_idx
-from jaxviz.visualize import visualize_batch
+from jaxviz.api import visualize_batch
 
 N_STARTS = 40  # four per class
 

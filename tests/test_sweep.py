@@ -16,7 +16,7 @@ import pytest
 
 from jaxviz import objectives, sweep as sw
 from jaxviz.models import load
-from jaxviz.visualize import unit_keys, visualize
+from jaxviz.api import unit_keys, visualize
 
 from tests.conftest import REPO
 
