@@ -215,9 +215,23 @@ def resolve_loop(loop: str) -> str:
     return loop
 
 
+class CompiledRun:
+    """A compiled run: call it like ``run(net_params, aux_params, targets, keys[, z0]) -> Result``."""
+
+    def __init__(self, call: Callable[..., Result], programs: Sequence[Any]):
+        self._call, self._programs = call, tuple(programs)
+
+    def __call__(self, *args: Any) -> Result:
+        return self._call(*args)
+
+    def compilations(self) -> int:
+        """How many times its busiest program was compiled (1 when every call reused one compilation)."""
+        return max(p._cache_size() for p in self._programs)
+
+
 @functools.lru_cache(maxsize=64)
 def compiled_run(net_apply: NetApply, objective: Objective, param: Parameterization, method: Method,
-                 batched: bool, with_z0: bool) -> Callable[..., Result]:
+                 batched: bool, with_z0: bool) -> CompiledRun:
     """The compiled run (vmapped over targets, keys and starts when ``batched``), cached per setup.
 
     Returns ``run(net_params, aux_params, targets, keys[, z0]) -> Result``.
@@ -231,7 +245,8 @@ def compiled_run(net_apply: NetApply, objective: Objective, param: Parameterizat
         if not with_z0:
             run_ = run
             run = lambda net_params, aux_params, target, key: run_(net_params, aux_params, target, key)
-        return jax.jit(vmap(run, run_axes))
+        program = jax.jit(vmap(run, run_axes))
+        return CompiledRun(program, [program])
 
     init = jax.jit(vmap(parts.init if with_z0 else
                         (lambda n, a, t, k: parts.init(n, a, t, k)), run_axes))
@@ -244,4 +259,4 @@ def compiled_run(net_apply: NetApply, objective: Objective, param: Parameterizat
             carry = step(net_params, aux_params, targets, carry, jnp.int32(i))
         return finish(net_params, aux_params, targets, carry)
 
-    return run
+    return CompiledRun(run, [init, step, finish])

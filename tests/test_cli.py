@@ -20,3 +20,9 @@ def test_visualize_names_bad_units_and_layers(capsys):
     assert "unit 12 is out of range for layer 'fc8'" in capsys.readouterr().err
     assert cli.main(["visualize", "--layer", "fc9", "--unit", "1", "--steps", "2"]) == 2
     assert "unknown tap 'fc9'" in capsys.readouterr().err
+
+
+def test_visualize_lucid_method(tmp_path):
+    out = tmp_path / "lucid.png"
+    assert cli.main(["visualize", "--unit", "1", "--method", "lucid", "--steps", "4", "--out", str(out)]) in (0, 1)
+    assert Image.open(out).size == (28 * 8, 28 * 8)

@@ -332,3 +332,15 @@ def test_depthwise_conv_equals_grouped_conv(multiplier, stride, pad, dilation):
     args = ((stride,) * 2, (pad,) * 2, (dilation,) * 2)
     want = layers.conv2d(x, k, b, *args, groups=5)
     np.testing.assert_allclose(depthwise_conv2d(x, k, b, *args), want, rtol=1e-5, atol=1e-5)
+
+
+def test_places205_builds_from_its_deploy_prototxt(shared_data):
+    """AlexNet-Places205 (the DGN-AM paper's second net) builds from its old-format prototxt."""
+    from jaxviz.models.from_prototxt import build_network
+    from weights_convert.prototxt import read_prototxt
+
+    net = build_network(read_prototxt(shared_data("dgn-am", "nets", "placesCNN",
+                                                  "places205CNN_deploy_updated.prototxt")))
+    shapes = net.tap_shapes()
+    assert net.input_shape == (227, 227, 3)
+    assert shapes["conv5"] == (13, 13, 256) and shapes["pool5"] == (6, 6, 256) and shapes["fc8"] == (205,)

@@ -118,7 +118,7 @@ def test_short_last_chunk_does_not_recompile(models, tmp_path, monkeypatch):
         return programs[-1]
     monkeypatch.setattr(sw, "compiled_run", spy)
     sw.sweep(clf, gen, config, tmp_path / "s", progress=False)
-    assert len(programs) == 1 and programs[0]._cache_size() == 1  # one jit, one compilation
+    assert len(programs) == 1 and programs[0].compilations() == 1  # one setup, compiled once
     assert len(sw.load_chunks(tmp_path / "s")["unit"]) == 5
 
 
