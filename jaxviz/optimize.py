@@ -203,10 +203,11 @@ def make_run(net_apply: NetApply, objective: Objective, param: Parameterization,
 def resolve_loop(loop: str) -> str:
     """``"scan"`` or ``"host"`` for a ``Method.loop`` setting; ``"auto"`` picks by the default backend.
 
-    XLA:CPU runs convolutions inside a while-loop body several times slower than the same convolutions
-    in a top-level program (measured about 4x for CaffeNet's pixel step, see benchmarks/loop_driver.py),
-    so on CPU the host drives a compiled step; on GPU/TPU the whole run is one ``lax.scan``. The host
-    driver only dispatches: the state stays on the device and nothing is read back inside the loop.
+    XLA:CPU runs convolutions inside a while-loop body slower than the same convolutions in a top-level
+    program (CaffeNet's pixel step: 1.3x on an idle 2-core machine, several times under load; see
+    benchmarks/loop_driver.py), so on CPU the host drives a compiled step; on GPU/TPU the whole run is one
+    ``lax.scan``. The host driver only dispatches: the state stays on the device and nothing is read back
+    inside the loop.
     """
     if loop == "auto":
         return "host" if jax.default_backend() == "cpu" else "scan"

@@ -32,7 +32,7 @@ from jaxviz.models import layers
 from jaxviz.models._taps import resolve_taps
 from weights_convert import layouts
 from weights_convert.errors import ConversionError, ModelMismatchError, UnsupportedLayerError
-from weights_convert.netspec import (LayerSpec, NetSpec, conv_params, first, lrn_params, pool_params,
+from weights_convert.netspec import (ConvParams, LayerSpec, NetSpec, conv_params, first, lrn_params, pool_params,
                                      repeated)
 
 Array = jax.Array
@@ -296,8 +296,8 @@ def _check_axis_one(layer: LayerSpec, param: str) -> None:
         raise UnsupportedLayerError(f"{param}.axis {axis} is not supported (only 1)")
 
 
-def _build_convolution(layer: LayerSpec, bottoms: Sequence[Shape]) -> BuiltLayer:
-    """Convolution (groups, stride, padding, dilation) on an NHWC bottom."""
+def _conv_setup(layer: LayerSpec, bottoms: Sequence[Shape]) -> tuple[ConvParams, int, dict[str, Shape]]:
+    """(settings, input channels, parameter shapes) of a Convolution or Deconvolution layer, checked."""
     c_in = _one_bottom(layer, bottoms, 4)[-1]
     _check_axis_one(layer, "convolution_param")
     p = conv_params(layer)
@@ -307,13 +307,19 @@ def _build_convolution(layer: LayerSpec, bottoms: Sequence[Shape]) -> BuiltLayer
     shapes = {"kernel": (*p.kernel, c_in // p.group, p.num_output)}
     if p.bias_term:
         shapes["bias"] = (p.num_output,)
+    return p, c_in, shapes
+
+
+def _build_convolution(layer: LayerSpec, bottoms: Sequence[Shape]) -> BuiltLayer:
+    """Convolution (groups, stride, padding, dilation) on an NHWC bottom."""
+    p, c_in, shapes = _conv_setup(layer, bottoms)
+    depthwise = p.group > 1 and p.group == c_in
 
     def fn(params: LayerParams, xs: tuple[Array, ...]) -> tuple[Array, ...]:
         if depthwise:
             return (depthwise_conv2d(xs[0], params["kernel"], params.get("bias"), p.stride, p.pad, p.dilation),)
         return (layers.conv2d(xs[0], params["kernel"], params.get("bias"), p.stride, p.pad, p.dilation,
                               p.group),)
-    depthwise = p.group > 1 and p.group == c_in
     return BuiltLayer(fn, shapes)
 
 
@@ -344,15 +350,7 @@ def depthwise_conv2d(x: Array, kernel: Array, bias: Array | None, stride: Sequen
 
 def _build_deconvolution(layer: LayerSpec, bottoms: Sequence[Shape]) -> BuiltLayer:
     """Deconvolution (the adjoint of convolution) with the flipped forward kernel of ``layouts``."""
-    c_in = _one_bottom(layer, bottoms, 4)[-1]
-    _check_axis_one(layer, "convolution_param")
-    p = conv_params(layer)
-    if c_in % p.group or p.num_output % p.group:
-        raise ModelMismatchError(f"{c_in} input and {p.num_output} output channels do not split into "
-                                 f"{p.group} groups")
-    shapes = {"kernel": (*p.kernel, c_in // p.group, p.num_output)}
-    if p.bias_term:
-        shapes["bias"] = (p.num_output,)
+    p, _, shapes = _conv_setup(layer, bottoms)
 
     def fn(params: LayerParams, xs: tuple[Array, ...]) -> tuple[Array, ...]:
         return (layers.deconv2d(xs[0], params["kernel"], params.get("bias"), p.stride, p.pad, p.dilation,

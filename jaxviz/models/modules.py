@@ -29,28 +29,9 @@ class CaffeConv(nn.Module):
     group: int = 1
     use_bias: bool = True
 
-    @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        c_in = x.shape[-1]
-        if c_in % self.group or self.features % self.group:
-            raise ValueError(f"{self.name}: {c_in} input and {self.features} output channels "
-                             f"do not split into {self.group} groups")
-        kernel = self.param("kernel", _weight_init, (*self.kernel, c_in // self.group, self.features))
-        bias = self.param("bias", _bias_init, (self.features,)) if self.use_bias else None
+    def _op(self, x: jax.Array, kernel: jax.Array, bias: jax.Array | None) -> jax.Array:
         return layers.conv2d(x, kernel, bias, self.stride, self.pad, self.dilation, self.group)
 
-
-class CaffeDeconv(nn.Module):
-    """Caffe Deconvolution (adjoint of convolution, ``pad`` cropped from the full output) on NHWC."""
-
-    features: int
-    kernel: tuple[int, int]
-    stride: tuple[int, int] = (1, 1)
-    pad: tuple[int, int] = (0, 0)
-    dilation: tuple[int, int] = (1, 1)
-    group: int = 1
-    use_bias: bool = True
-
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         c_in = x.shape[-1]
@@ -59,6 +40,16 @@ class CaffeDeconv(nn.Module):
                              f"do not split into {self.group} groups")
         kernel = self.param("kernel", _weight_init, (*self.kernel, c_in // self.group, self.features))
         bias = self.param("bias", _bias_init, (self.features,)) if self.use_bias else None
+        return self._op(x, kernel, bias)
+
+
+class CaffeDeconv(CaffeConv):
+    """Caffe Deconvolution (adjoint of convolution, ``pad`` cropped from the full output) on NHWC.
+
+    Same parameters as ``CaffeConv``: the kernel is the equivalent forward convolution's, flipped.
+    """
+
+    def _op(self, x: jax.Array, kernel: jax.Array, bias: jax.Array | None) -> jax.Array:
         return layers.deconv2d(x, kernel, bias, self.stride, self.pad, self.dilation, self.group)
 
 
