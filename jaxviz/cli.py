@@ -147,8 +147,11 @@ def _add_sweep(verbs) -> None:
                          "run and write a browsable gallery; embedded pair by default")
     p.add_argument("--layer", default="fc8", help="layer whose units to sweep (default fc8)")
     p.add_argument("--units", default="all", help="'all', or ids and ranges such as '0-99,250' (default all)")
-    p.add_argument("--method", default="dgn_am", choices=("dgn_am", "pixel", "sampler"),
-                   help="dgn_am (generator code), pixel (AM with Yosinski 2015 priors), sampler (PPGN-style)")
+    p.add_argument("--method", default="dgn_am", choices=("dgn_am", "pixel", "sampler", "inverse_set"),
+                   help="dgn_am (generator code), pixel (AM with Yosinski 2015 priors), sampler (PPGN-style), "
+                        "inverse_set (samples with activation in --range, per unit)")
+    p.add_argument("--range", default=None, metavar="Z1:Z2", help="activation range, for --method inverse_set")
+    p.add_argument("--n", type=int, default=50, help="samples per unit, for --method inverse_set (default 50)")
     p.add_argument("--steps", type=int, default=200)
     p.add_argument("--seeds-per-unit", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
@@ -165,6 +168,8 @@ def _run_sweep(args) -> int:
     from jaxviz import sweep
     from jaxviz.models import load
 
+    if args.method == "inverse_set":
+        return _run_inverse_set_sweep(args)
     try:
         clf, gen = load("caffenet", args.classifier), load("generator", args.generator)
         units = sweep.parse_units(args.units, sweep.layer_width(clf, args.layer))
@@ -178,6 +183,28 @@ def _run_sweep(args) -> int:
     print(f"{s.computed} of {s.runs} runs computed now, chunk size {s.chunk_size} on {s.devices} device(s), "
           f"{s.units_per_second:.2f} units/s")
     print(f"gallery: {s.out_dir / 'index.html'}" if done else f"not finished; run the same command to resume")
+    return 0
+
+
+def _run_inverse_set_sweep(args) -> int:
+    from jaxviz import sweep, sweep_inverse
+    from jaxviz.models import load
+
+    try:
+        if not args.range or args.range.count(":") != 1:
+            raise ValueError("--method inverse_set needs --range Z1:Z2")
+        z1, z2 = (float(v) for v in args.range.split(":"))
+        clf, gen = load("caffenet", args.classifier), load("generator", args.generator)
+        units = sweep.parse_units(args.units, sweep.layer_width(clf, args.layer))
+        config = sweep_inverse.InverseSetSweepConfig(args.layer, units, z1, z2, n=args.n, seed=args.seed)
+        rows = sweep_inverse.sweep_inverse_sets(clf, gen, config, args.out, progress=args.progress,
+                                                max_units=args.max_chunks)
+    except (ValueError, IndexError, sweep.SweepError) as err:
+        print(f"jaxviz sweep: {err}", file=sys.stderr)
+        return 2
+    reached = sum(r["samples"] > 0 for r in rows)
+    print(f"{len(rows)} of {len(units)} units done, {reached} reached [{z1:g}, {z2:g}]; "
+          + (f"gallery: {args.out}/index.html" if len(rows) == len(units) else "run the same command to resume"))
     return 0
 
 

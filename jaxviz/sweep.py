@@ -134,7 +134,8 @@ def build_method(method: str, classifier: Any, generator: Any, layer: str, steps
     if method == "sampler":
         preset = presets.ppgn_sampler(generator, class_layer=layer, steps=steps)
         return preset, preset.objective
-    raise ValueError(f"unknown sweep method {method!r}; known: {', '.join(METHODS)}")
+    raise ValueError(f"unknown sweep method {method!r}; known: {', '.join(METHODS)} (inverse sets over units: "
+                     f"jaxviz.sweep_inverse.sweep_inverse_sets)")
 
 
 def _mean_image(classifier: Any) -> np.ndarray | None:
