@@ -71,22 +71,15 @@ def _report_failures(result: Result) -> None:
         where = ", ".join(f"run {i} at step {failed[i]}" for i in bad[:20])
         warnings.warn(f"NaN/Inf during optimization: {where}{' ...' if bad.size > 20 else ''}; those runs "
                       f"were stopped and keep their last finite values, the others went on",
-                      OptimizationFailed, stacklevel=3)
+                      OptimizationFailed, stacklevel=4)
 
 
 def visualize(net: Any, objective: Objective, param: Parameterization | None = None, steps: int | None = None,
               key: jax.Array | None = None, *, method: Method | None = None, aux_params: Any = None,
               target: Any = None, z0: jax.Array | None = None) -> Result:
     """One optimization of ``objective`` on ``net`` (a ``jaxviz.models.Model``); reproducible from ``key``."""
-    param = _default_param(net) if param is None else param
-    method = _method(method, steps)
     key = jax.random.key(0) if key is None else key
-    check_setup(net, objective, param, aux_params, target)
-    run = compiled_run(module_apply(net.module), objective, param, method, False, z0 is not None)
-    args = (net.params, aux_params, target, key) + ((z0,) if z0 is not None else ())
-    result = run(*args)
-    _report_failures(result)
-    return result
+    return _run(net, objective, param, method, steps, aux_params, target, key, z0, batched=False)
 
 
 def visualize_batch(net: Any, objective: Objective, param: Parameterization | None = None,
@@ -97,15 +90,21 @@ def visualize_batch(net: Any, objective: Objective, param: Parameterization | No
     Targets are traced, so one compilation serves every unit of a layer; each run equals the single
     ``visualize`` call with the same key and target.
     """
-    param = _default_param(net) if param is None else param
-    method = _method(method, steps)
     if keys is None:
         n = len(np.atleast_1d(targets)) if targets is not None else 1
         keys = jax.random.split(jax.random.key(0), n)
+    return _run(net, objective, param, method, steps, aux_params, targets, keys, z0, batched=True)
+
+
+def _run(net: Any, objective: Objective, param: Parameterization | None, method: Method | None,
+         steps: int | None, aux_params: Any, targets: Any, keys: jax.Array, z0: jax.Array | None, *,
+         batched: bool) -> Result:
+    """Check, compile (or reuse), run, and warn about runs stopped by NaN/Inf."""
+    param = _default_param(net) if param is None else param
+    method = _method(method, steps)
     check_setup(net, objective, param, aux_params, targets)
-    run = compiled_run(module_apply(net.module), objective, param, method, True, z0 is not None)
-    args = (net.params, aux_params, targets, keys) + ((z0,) if z0 is not None else ())
-    result = run(*args)
+    run = compiled_run(module_apply(net.module), objective, param, method, batched, z0 is not None)
+    result = run(net.params, aux_params, targets, keys, *(() if z0 is None else (z0,)))
     _report_failures(result)
     return result
 
