@@ -63,8 +63,8 @@ def _run_visualize(args) -> int:
         if args.method == "dgn_am":
             preset = presets.dgn_am(load("generator", args.generator), **steps)
         elif args.method == "pixel":
-            from jaxviz.sweep import _mean_image
-            preset = presets.yosinski2015(4, clf.input_shape, mean=_mean_image(clf), **steps)
+            from jaxviz.sweep import pixel_mean
+            preset = presets.yosinski2015(4, clf.input_shape, mean=pixel_mean(clf), **steps)
         else:
             preset = presets.lucid(clf.input_shape, pre, **steps)
         make = objectives.unit if args.objective == "activation" else objectives.log_softmax
@@ -182,7 +182,7 @@ def _run_sweep(args) -> int:
     done = (s.out_dir / "index.html").exists()
     print(f"{s.computed} of {s.runs} runs computed now, chunk size {s.chunk_size} on {s.devices} device(s), "
           f"{s.units_per_second:.2f} units/s")
-    print(f"gallery: {s.out_dir / 'index.html'}" if done else f"not finished; run the same command to resume")
+    print(f"gallery: {s.out_dir / 'index.html'}" if done else "not finished; run the same command to resume")
     return 0
 
 

@@ -189,12 +189,14 @@ def run_parts(net_apply: NetApply, objective: Objective, param: Parameterization
 def make_run(net_apply: NetApply, objective: Objective, param: Parameterization,
              method: Method) -> Callable[..., Result]:
     """The pure function ``run(net_params, aux_params, target, key, z0=None) -> Result``: one ``lax.scan``."""
-    parts = run_parts(net_apply, objective, param, method)
+    return _scan_run(run_parts(net_apply, objective, param, method), method.steps)
 
+
+def _scan_run(parts: RunParts, steps: int) -> Callable[..., Result]:
     def run(net_params, aux_params, target, key, z0=None) -> Result:
         carry = parts.init(net_params, aux_params, target, key, z0)
         body = lambda c, i: (parts.step(net_params, aux_params, target, c, i), None)
-        carry, _ = jax.lax.scan(body, carry, jnp.arange(method.steps, dtype=jnp.int32))
+        carry, _ = jax.lax.scan(body, carry, jnp.arange(steps, dtype=jnp.int32))
         return parts.finish(net_params, aux_params, target, carry)
 
     return run
@@ -239,18 +241,13 @@ def compiled_run(net_apply: NetApply, objective: Objective, param: Parameterizat
     """
     parts = run_parts(net_apply, objective, param, method)
     vmap = (lambda f, axes: jax.vmap(f, in_axes=axes)) if batched else (lambda f, axes: f)
-    run_axes = (None, None, 0, 0, 0) if with_z0 else (None, None, 0, 0)
+    run_axes = (None, None, 0, 0) + ((0,) if with_z0 else ())  # z0, when given, is mapped like the keys
 
     if resolve_loop(method.loop) == "scan":
-        run = make_run(net_apply, objective, param, method)
-        if not with_z0:
-            run_ = run
-            run = lambda net_params, aux_params, target, key: run_(net_params, aux_params, target, key)
-        program = jax.jit(vmap(run, run_axes))
+        program = jax.jit(vmap(_scan_run(parts, method.steps), run_axes))
         return CompiledRun(program, [program])
 
-    init = jax.jit(vmap(parts.init if with_z0 else
-                        (lambda n, a, t, k: parts.init(n, a, t, k)), run_axes))
+    init = jax.jit(vmap(parts.init, run_axes))
     step = jax.jit(vmap(parts.step, (None, None, 0, 0, None)))
     finish = jax.jit(vmap(parts.finish, (None, None, 0, 0)))
 

@@ -197,17 +197,23 @@ def _zero_below_percentile(z: jax.Array, score: jax.Array, pct: float) -> jax.Ar
     return jnp.where((score < threshold)[..., None], jnp.zeros_like(z), z)
 
 
-def clip_norm_percentile(pct: float) -> Operator:
-    """Zero the pixels whose L2 norm across channels is below the ``pct``-th percentile of their image's."""
+def _percentile_clip(name: str, pct: float, score: Callable[[jax.Array, OperatorContext], jax.Array]) -> Operator:
+    """An operator zeroing, per image, the pixels whose ``score`` is below the ``pct``-th percentile."""
     if not 0 <= pct <= 100:
         raise ValueError(f"percentile must be in [0, 100], got {pct}")
 
     def op(z: jax.Array, ctx: OperatorContext) -> jax.Array:
-        _require_image(z, "clip_norm_percentile")
+        _require_image(z, name)
         if pct == 0:
             return z
-        return _zero_below_percentile(z, jnp.sqrt(jnp.sum(jnp.square(z), axis=-1)), pct)
+        return _zero_below_percentile(z, score(z, ctx), pct)
     return op
+
+
+def clip_norm_percentile(pct: float) -> Operator:
+    """Zero the pixels whose L2 norm across channels is below the ``pct``-th percentile of their image's."""
+    return _percentile_clip("clip_norm_percentile", pct,
+                            lambda z, ctx: jnp.sqrt(jnp.sum(jnp.square(z), axis=-1)))
 
 
 def clip_contribution_percentile(pct: float) -> Operator:
@@ -216,15 +222,8 @@ def clip_contribution_percentile(pct: float) -> Operator:
     ``x * grad`` is the first-order change of the objective if the pixel were set to zero (Yosinski et
     al. 2015's "absolute contribution" criterion); ``grad`` is the step's gradient from the context.
     """
-    if not 0 <= pct <= 100:
-        raise ValueError(f"percentile must be in [0, 100], got {pct}")
-
-    def op(z: jax.Array, ctx: OperatorContext) -> jax.Array:
-        _require_image(z, "clip_contribution_percentile")
-        if pct == 0:
-            return z
-        return _zero_below_percentile(z, jnp.abs(jnp.sum(z * ctx.grad, axis=-1)), pct)
-    return op
+    return _percentile_clip("clip_contribution_percentile", pct,
+                            lambda z, ctx: jnp.abs(jnp.sum(z * ctx.grad, axis=-1)))
 
 
 DGN_AM_FC6_BOUNDS_FILE = "dgn_am_fc6_bounds_3x.txt"

@@ -129,7 +129,7 @@ def build_method(method: str, classifier: Any, generator: Any, layer: str, steps
     if method == "pixel":
         # Setting 4 of Yosinski et al. 2015 (blur, contribution clipping, step size set by progress): the
         # fixed step size of settings 2-3 is tuned to CaffeNet's gradients and barely moves a small net.
-        return presets.yosinski2015(4, classifier.input_shape, mean=_mean_image(classifier), steps=steps), \
+        return presets.yosinski2015(4, classifier.input_shape, mean=pixel_mean(classifier), steps=steps), \
             objectives.unit(layer)
     if method == "sampler":
         preset = presets.ppgn_sampler(generator, class_layer=layer, steps=steps)
@@ -138,7 +138,8 @@ def build_method(method: str, classifier: Any, generator: Any, layer: str, steps
                      f"jaxviz.sweep_inverse.sweep_inverse_sets)")
 
 
-def _mean_image(classifier: Any) -> np.ndarray | None:
+def pixel_mean(classifier: Any) -> np.ndarray | None:
+    """The mean a classifier's preprocessing card subtracts, as an array (None when it names none)."""
     pre = classifier.metadata.get("preprocessing") or {}
     mean = pre.get("mean")
     if mean is None:

@@ -116,7 +116,10 @@ def test_objective_algebra():
     assert float((-O.unit("fc8", 1))(acts)) == -2.0
     assert float((O.unit("fc8", 1) / 4)(acts)) == 0.5
     assert float(O.unit("fc8")(acts, 1)) == 2.0          # index from the target
-    assert combo.unit_layer is None or combo.unit_layer == "fc8"
+    # "maximize A while minimizing B" ranks A, the one unit term that is maximized ...
+    assert (combo.unit_layer, combo.unit_index) == ("fc8", 2)
+    # ... and two maximized unit terms leave no single unit whose rank a result could report.
+    assert (O.unit("fc8", 2) + O.unit("fc8", 0)).unit_layer is None
 
 
 def test_scan_and_host_loops_give_the_same_runs(net):
