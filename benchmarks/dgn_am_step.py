@@ -29,12 +29,13 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from jaxviz import objectives, presets
+from jaxviz import recipes
+from jaxviz.core import objectives
 from jaxviz.models import CaffeNet, CaffeNetConfig, Generator, GeneratorConfig, layers
-from jaxviz.models.zoo import Model
-from jaxviz.optimize import Method, compiled_run, normalized_gradient_ascent
-from jaxviz.param import Pixels
-from jaxviz.api import module_apply
+from jaxviz.models.model import Model
+from jaxviz.core.loop import Method, compiled_run
+from jaxviz.core.updates import normalized_gradient_ascent
+from jaxviz.core.params import Pixels
 
 
 def random_params(module, example: jax.Array, taps: tuple[str, ...], seed: int = 0) -> dict:
@@ -80,11 +81,11 @@ def time_steps(classifier: Model, generator: Model | None, batch: int, steps: in
     """
     objective = objectives.unit("fc8")
     if generator is not None:
-        preset = presets.dgn_am(generator, steps=steps)
+        preset = recipes.dgn_am(generator, steps=steps)
         param, method, aux = preset.param, preset.method, preset.aux_params
     else:
         param, method, aux = Pixels((227, 227, 3)), Method(steps, normalized_gradient_ascent(1.0)), None
-    run = compiled_run(module_apply(classifier.module), objective, param, method, True, False)
+    run = compiled_run(classifier.function, objective, param, method, True, False)
     keys = jax.random.split(jax.random.key(0), batch)
     targets = jnp.arange(batch, dtype=jnp.int32) % 1000
     t0 = time.perf_counter()

@@ -18,11 +18,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxviz import objectives
-from jaxviz.api import module_apply
+from jaxviz.core import objectives
+from jaxviz.models import network_function
 from jaxviz.models import CaffeNet, CaffeNetConfig
-from jaxviz.optimize import Method, compiled_run, normalized_gradient_ascent
-from jaxviz.param import Pixels
+from jaxviz.core.loop import Method, compiled_run
+from jaxviz.core.updates import normalized_gradient_ascent
+from jaxviz.core.params import Pixels
 from benchmarks.dgn_am_step import random_params
 
 
@@ -53,7 +54,7 @@ def main() -> None:
     times = {}
     for loop in ("host", "scan"):
         method = dataclasses.replace(base, loop=loop)
-        run = compiled_run(module_apply(module), objectives.unit("fc8"), Pixels((227, 227, 3)), method, True, False)
+        run = compiled_run(network_function(module), objectives.unit("fc8"), Pixels((227, 227, 3)), method, True, False)
         per_step, first = seconds_per_step(run, params, targets, keys, args.steps, args.repeats)
         times[loop] = per_step
         print(f"{loop:5s} batch {args.batch}: {1000 * per_step:8.1f} ms/step (first call {first:.1f} s)", flush=True)

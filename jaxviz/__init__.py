@@ -1,24 +1,33 @@
 """jaxviz: synthesize the preferred inputs of neurons with JAX.
 
-``jaxviz.visualize`` / ``jaxviz.visualize_batch`` run one or many optimizations (``jaxviz.api``); the building blocks
-live in ``jaxviz.objectives``, ``jaxviz.priors``, ``jaxviz.param``, ``jaxviz.transforms``,
-``jaxviz.optimize`` and ``jaxviz.presets``; networks in ``jaxviz.models``.
-"""
+The layers, each importing only those below it (``docs/architecture.md``):
 
-import importlib
+- ``jaxviz.core``: objectives, penalties, operators, transforms, parameterizations, update rules, the loop;
+- ``jaxviz.models``: the CaffeNet and generator ports, ``Model``, ``load``, checkpoints, shipped data;
+- ``jaxviz.io``: atomic files, PNGs and contact sheets, the gallery;
+- ``jaxviz.recipes``: the seed papers' methods as presets, and the registry of methods by name;
+- ``jaxviz.inverse_set``: inverse-set sampling;
+- ``jaxviz.workflows``: sweeps, inverse sets over units, the demo; ``jaxviz.cli`` on top.
+
+Start with ``jaxviz.visualize(model, objective, ...)`` or a recipe's ``preset.visualize(model, objective)``.
+"""
 
 __version__ = "0.1.0"
 
-# Reachable as attributes without importing them (and JAX) at ``import jaxviz``.
-_LAZY_SUBMODULES = frozenset({"presets", "objectives", "priors", "param", "transforms", "optimize", "models",
-                              "inverse_set", "sweep", "render", "api"})
-_LAZY_FUNCTIONS = {"visualize": "jaxviz.api", "visualize_batch": "jaxviz.api", "unit_keys": "jaxviz.api"}
+from jaxviz import core, io, models, recipes, inverse_set, workflows  # noqa: E402  (layers, bottom up)
+from jaxviz.core import objectives, operators, penalties, transforms, updates  # noqa: E402
+from jaxviz.core.loop import Method, Result  # noqa: E402
+from jaxviz.core.objectives import Objective  # noqa: E402
+from jaxviz.core.params import BoundedPixels, GeneratorCode, NormalizedNoise, Pixels  # noqa: E402
+from jaxviz.core.fourier import FourierImage  # noqa: E402
+from jaxviz.core.run import OptimizationFailed, unit_keys, visualize, visualize_batch  # noqa: E402
+from jaxviz.models import Model, load  # noqa: E402
+from jaxviz.recipes import Preset  # noqa: E402
+from jaxviz.workflows.sweep import SweepConfig, sweep  # noqa: E402
 
-
-def __getattr__(name: str):
-    """Submodules and the entry points, imported on first access."""
-    if name in _LAZY_SUBMODULES:
-        return importlib.import_module(f"jaxviz.{name}")
-    if name in _LAZY_FUNCTIONS:
-        return getattr(importlib.import_module(_LAZY_FUNCTIONS[name]), name)
-    raise AttributeError(f"module 'jaxviz' has no attribute {name!r}")
+__all__ = [
+    "__version__", "core", "io", "models", "recipes", "inverse_set", "workflows", "objectives", "operators",
+    "penalties", "transforms", "updates", "Method", "Result", "Objective", "BoundedPixels", "GeneratorCode",
+    "NormalizedNoise", "Pixels", "FourierImage", "OptimizationFailed", "unit_keys", "visualize",
+    "visualize_batch", "Model", "load", "Preset", "SweepConfig", "sweep",
+]

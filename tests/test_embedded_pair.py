@@ -16,10 +16,11 @@ import jax
 import numpy as np
 import pytest
 
-from jaxviz import embedded
-from jaxviz.demo import make_inversion, run_demo
+from jaxviz.models import preprocessing as pp
+from jaxviz.models import shipped
+from jaxviz.workflows.demo import make_inversion, run_reconstructions
 from jaxviz.models import load
-from jaxviz.models.zoo import embedded_dir
+from jaxviz.models.shipped import embedded_dir
 from jaxviz.training import mnist
 
 N_TRAIN = 8000                  # the split the shipped weights were trained with (TRAINING.md)
@@ -74,7 +75,7 @@ def test_shipped_files_are_small_and_carry_no_machine_paths():
 
 
 def test_heldout_accuracy_and_label_agreement(pair, heldout):
-    x = embedded.pixels_to_network(heldout.images, pair[0].metadata["preprocessing"])
+    x = pp.to_network(heldout.images, pair[0].metadata["preprocessing"])
     pred_x, pred_rec = _invert_all(pair, x)
     accuracy = np.mean(pred_x == heldout.labels)
     agreement = np.mean(pred_rec == heldout.labels)
@@ -86,16 +87,16 @@ def test_heldout_accuracy_and_label_agreement(pair, heldout):
 
 
 def test_shipped_demo_digits_need_no_shared_data(pair):
-    images, labels = embedded.heldout_digits()
+    images, labels = shipped.heldout_digits()
     assert images.shape == (100, 28, 28) and images.dtype == np.uint8 and labels.shape == (100,)
-    x = embedded.pixels_to_network(images, pair[0].metadata["preprocessing"])
+    x = pp.to_network(images, pair[0].metadata["preprocessing"])
     pred_x, pred_rec = _invert_all(pair, x, batch=100)
     assert np.mean(pred_x == labels) >= MIN_DEMO_ACCURACY
     assert np.mean(pred_rec == labels) >= MIN_DEMO_AGREEMENT
 
 
 def test_code_bounds_match_generator_code():
-    bounds = embedded.code_bounds()
+    bounds = shipped.embedded_code_bounds()
     gen = load("generator")
     assert bounds.shape == (gen.config.code_size,) and bounds.dtype == np.float32
     assert np.all(np.isfinite(bounds)) and np.all(bounds >= 0)
@@ -105,14 +106,14 @@ def test_code_bounds_match_generator_code():
 
 def test_real_codes_mostly_lie_within_bounds(pair):
     clf = pair[0]
-    images, _ = embedded.heldout_digits()
-    x = embedded.pixels_to_network(images, clf.metadata["preprocessing"])
+    images, _ = shipped.heldout_digits()
+    x = pp.to_network(images, clf.metadata["preprocessing"])
     codes = np.asarray(clf(x, ("fc6",))["fc6"])
-    assert np.mean(codes <= embedded.code_bounds()) > 0.95
+    assert np.mean(codes <= shipped.embedded_code_bounds()) > 0.95
 
 
 def test_demo_writes_sheet_and_summary(tmp_path):
-    out = run_demo(tmp_path / "demo")
+    out = run_reconstructions(tmp_path / "demo")
     from PIL import Image
 
     sheet = Image.open(out / "reconstructions.png")

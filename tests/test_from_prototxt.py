@@ -8,11 +8,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxviz.models.from_prototxt import (build_network, caffe_reshape, from_caffe, params_from_blobs)
 from tests.helpers import caffe_reference as ref
 from tests.helpers.prototxt_parity import opencv_outputs, random_blobs, relative_errors, with_blobs
 from weights_convert.caffemodel import write_caffemodel
 from weights_convert.errors import ModelMismatchError, UnsupportedLayerError
+from weights_convert.network.axes import caffe_reshape
+from weights_convert.network.blobs import params_from_blobs
+from weights_convert.network.build import build_network
+from weights_convert.network.load import from_caffe
 from weights_convert.prototxt import parse_prototxt
 
 MAX_REL_ERR = 1e-4
@@ -325,7 +328,7 @@ def test_wrong_blob_shape_names_file_layer_and_blob():
 @pytest.mark.parametrize("multiplier,stride,pad,dilation", [(1, 1, 1, 1), (2, 2, 1, 1), (3, 1, 2, 2), (1, 2, 0, 3)])
 def test_depthwise_conv_equals_grouped_conv(multiplier, stride, pad, dilation):
     from jaxviz.models import layers
-    from jaxviz.models.from_prototxt import depthwise_conv2d
+    from weights_convert.network.depthwise import depthwise_conv2d
     x = _input((2, 11, 9, 5), seed=6)
     k = _input((3, 3, 1, 5 * multiplier), seed=7)
     b = _input((5 * multiplier,), seed=8)
@@ -336,7 +339,6 @@ def test_depthwise_conv_equals_grouped_conv(multiplier, stride, pad, dilation):
 
 def test_places205_builds_from_its_deploy_prototxt(shared_data):
     """AlexNet-Places205 (the DGN-AM paper's second net) builds from its old-format prototxt."""
-    from jaxviz.models.from_prototxt import build_network
     from weights_convert.prototxt import read_prototxt
 
     net = build_network(read_prototxt(shared_data("dgn-am", "nets", "placesCNN",

@@ -10,7 +10,7 @@ import tempfile
 import numpy as np
 import pytest
 
-from jaxviz import gallery, render
+from jaxviz.io import gallery, images
 
 # Offline flags: no sandbox (containers), no GPU, no network side traffic, a fresh profile each run.
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -38,7 +38,7 @@ def _rows(folder: pathlib.Path, n: int) -> list[dict]:
     rng = np.random.default_rng(0)
     rows = []
     for u in range(n):
-        path = render.save_png(rng.integers(0, 255, (28, 28), dtype=np.uint8), folder / "units" / f"u{u}.png")
+        path = images.save_png(rng.integers(0, 255, (28, 28), dtype=np.uint8), folder / "units" / f"u{u}.png")
         rows.append({"unit": u, "seed": 0, "label": f"class <{u}>", "final_activation": float(rng.normal()),
                      "best_activation": 1.0, "rank": u % 3, "seconds": 0.1, "failed_step": -1 if u else 3,
                      "image": str(path.relative_to(folder))})

@@ -14,10 +14,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxviz import cli, embedded
+from jaxviz import cli
+from jaxviz.models import shipped
 from jaxviz import inverse_set as inv
 from jaxviz.models import crop_to_classifier, load
-from jaxviz.objectives import unit_values
+from jaxviz.core.objectives import unit_values
 
 SMALL = inv.InverseSetConfig(k=5, n=30, inner_steps=30, lr=0.2)
 FC8_3 = inv.Constraint("fc8", 3, 10.0, 15.0)   # held-out "3"s score 18-22: a range below the class's usual
@@ -197,7 +198,7 @@ def test_embedded_samples_meet_the_range_in_a_fresh_pass(pair, fc8_runs):
     # The images are G(codes), and the codes stay in the generator's [0, ub] box.
     again = crop_to_classifier(gen(jnp.asarray(res.codes[:5]), ("deconv0",))["deconv0"], gen.config)
     np.testing.assert_allclose(res.images[:5], np.asarray(again), atol=1e-3)
-    assert res.codes.min() >= 0.0 and np.all(res.codes <= embedded.code_bounds() + 1e-6)
+    assert res.codes.min() >= 0.0 and np.all(res.codes <= shipped.embedded_code_bounds() + 1e-6)
     assert res.lam.shape == (SMALL.k, 2) and res.mu == SMALL.mu0 * SMALL.mu_growth ** res.outer_iterations
 
 

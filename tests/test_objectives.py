@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxviz import objectives as O
+from jaxviz.core import objectives as O
 
 rng = np.random.default_rng(0)
 FC = jnp.asarray(rng.normal(size=(2, 5)), jnp.float32)            # (batch, units)

@@ -7,13 +7,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxviz import objectives as O
+from jaxviz.core import objectives as O
 from jaxviz.models import CaffeNet, CaffeNetConfig
 from jaxviz.models.caffenet import ConvSpec
-from jaxviz.models.zoo import Model
-from jaxviz.optimize import Method, gradient_ascent, normalized_gradient_ascent
-from jaxviz.param import Pixels
-from jaxviz.api import OptimizationFailed, unit_keys, visualize, visualize_batch
+from jaxviz.models.model import Model
+from jaxviz.core.loop import Method
+from jaxviz.core.updates import gradient_ascent, normalized_gradient_ascent
+from jaxviz.core.params import Pixels
+from jaxviz.core.run import OptimizationFailed, unit_keys, visualize, visualize_batch
 
 SMALL = CaffeNetConfig(input_size=28, in_channels=1,
                        convs=(ConvSpec(8, 5, 1, 2, 1), ConvSpec(8, 5, 1, 2, 2), ConvSpec(8, 3, 1, 1, 1),
@@ -130,3 +131,44 @@ def test_scan_and_host_loops_give_the_same_runs(net):
                                method=dataclasses.replace(METHOD, loop=loop)) for loop in ("scan", "host")]
     for a, b in zip(*results):
         np.testing.assert_allclose(np.asarray(a, np.float64), np.asarray(b, np.float64), rtol=1e-4, atol=1e-4)
+
+
+def _count_compilations(monkeypatch) -> list:
+    from jaxviz.core import loop
+
+    built = []
+    original = loop._compile_run
+
+    def spy(*args):
+        built.append(original(*args))
+        return built[-1]
+    loop._COMPILED.clear()
+    monkeypatch.setattr(loop, "_compile_run", spy)
+    return built
+
+
+def test_equal_setups_built_twice_share_one_compilation(net, monkeypatch):
+    from jaxviz.core import operators
+
+    built = _count_compilations(monkeypatch)
+    targets, keys = unit_keys(2, range(3))
+
+    def setup():
+        # Every piece built afresh: new closures, new optax transforms, new operator chains.
+        method = Method(3, normalized_gradient_ascent(2.0), operators.chain(operators.decay(0.1),
+                                                                              operators.clip_value(-50.0, 50.0)))
+        return O.unit("fc8") - 1e-3 * O.unit("fc7", 0), Pixels((28, 28, 1)), method
+    first, second = (visualize_batch(net, obj, param, keys=keys, targets=targets, method=method)
+                     for obj, param, method in (setup(), setup()))
+    assert len(built) == 1 and built[0].compilations() == 1
+    np.testing.assert_array_equal(np.asarray(first.image), np.asarray(second.image))
+
+
+def test_setups_that_differ_in_a_value_compile_apart(net, monkeypatch):
+    built = _count_compilations(monkeypatch)
+    targets, keys = unit_keys(2, range(2))
+    for lr in (1.0, 1.0, 2.0):
+        visualize_batch(net, O.unit("fc8"), keys=keys, targets=targets, method=Method(2, gradient_ascent(lr)))
+    for layer in ("fc8", "fc7"):
+        visualize_batch(net, O.unit(layer), keys=keys, targets=targets, method=Method(2, gradient_ascent(1.0)))
+    assert len(built) == 3  # lr 1 (twice, shared with fc8 below), lr 2, and fc7

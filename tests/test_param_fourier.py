@@ -8,8 +8,13 @@ import numpy as np
 import pytest
 
 from jaxviz.models.preprocessing import MEAN_BGR
-from jaxviz.param_fourier import (COLOR_CORRELATION_NORMALIZED, COLOR_CORRELATION_SVD_SQRT, FourierImage,
-                                  fourier_image_for, rfft2d_freqs)
+from jaxviz.core.fourier import COLOR_CORRELATION_NORMALIZED, COLOR_CORRELATION_SVD_SQRT, FourierImage, rfft2d_freqs
+from jaxviz.recipes import fourier_image_for
+
+
+def caffe_fourier(height: int, width: int, **kwargs) -> FourierImage:
+    """A FourierImage in real CaffeNet space (no card: BGR, 0-255, the ImageNet channel means)."""
+    return fourier_image_for(height, width, None, **kwargs)
 
 
 def lucid_reference(z: np.ndarray, h: int, w: int, decay_power: float, decorrelate: bool) -> np.ndarray:
@@ -31,7 +36,7 @@ def lucid_reference(z: np.ndarray, h: int, w: int, decay_power: float, decorrela
 @pytest.mark.parametrize("h,w", [(16, 16), (15, 12), (12, 15), (13, 9)])
 @pytest.mark.parametrize("decay_power", [1.0, 1.5])
 def test_render_matches_lucid_transcription(h, w, decay_power):
-    p = FourierImage(h, w, decay_power=decay_power, sd=0.5)
+    p = caffe_fourier(h, w, decay_power=decay_power, sd=0.5)
     z = p.init(jax.random.key(0), 2)
     rgb = lucid_reference(np.asarray(z, np.float64), h, w, decay_power, True)
     np.testing.assert_allclose(p.rgb(z), rgb, atol=2e-5)
@@ -52,16 +57,16 @@ def test_colour_matrix_constants():
 
 
 def test_render_stays_in_the_caffe_box():
-    p = FourierImage(20, 18, sd=5.0)  # a large spectrum saturates the sigmoid
+    p = caffe_fourier(20, 18, sd=5.0)  # a large spectrum saturates the sigmoid
     out = np.asarray(p.render(None, p.init(jax.random.key(1), 1)))
     assert np.all(out >= -MEAN_BGR - 1e-3) and np.all(out <= 255.0 - MEAN_BGR + 1e-3)
     assert out.min() < -MEAN_BGR.min() + 50 and out.max() > 255 - MEAN_BGR.max() - 50  # reaches both ends
-    start = np.asarray(FourierImage(20, 18).render(None, FourierImage(20, 18).init(jax.random.key(1), 1)))
+    start = np.asarray(caffe_fourier(20, 18).render(None, caffe_fourier(20, 18).init(jax.random.key(1), 1)))
     np.testing.assert_allclose(start.mean(axis=(0, 1, 2)), 127.5 - MEAN_BGR, atol=3.0)  # starts near grey
 
 
 def test_init_deterministic_per_key():
-    p = FourierImage(10, 11)
+    p = caffe_fourier(10, 11)
     a, b, c = p.init(jax.random.key(4), 2), p.init(jax.random.key(4), 2), p.init(jax.random.key(5), 2)
     assert a.shape == (2, *p.spectrum_shape) == (2, 3, 10, 7, 2) and a.dtype == jnp.float32
     np.testing.assert_array_equal(a, b)
@@ -70,7 +75,7 @@ def test_init_deterministic_per_key():
 
 
 def test_differentiable():
-    p = FourierImage(12, 12, sd=0.2)
+    p = caffe_fourier(12, 12, sd=0.2)
     z = p.init(jax.random.key(0), 2)
     rng = np.random.default_rng(1)
     w = jnp.asarray(rng.normal(size=(2, 12, 12, 3)), jnp.float32)
@@ -93,7 +98,7 @@ def radial_power(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 @pytest.mark.parametrize("decay_power,low_over_high", [(1.0, 8.0), (0.0, None)])
 def test_low_frequencies_dominate_random_init(decay_power, low_over_high):
-    p = FourierImage(32, 32, decay_power=decay_power)
+    p = caffe_fourier(32, 32, decay_power=decay_power)
     freqs, power = radial_power(np.asarray(p.colour_space(p.init(jax.random.key(0), 8))))
     low, high = power[(freqs > 0) & (freqs < 0.1)].mean(), power[freqs > 0.3].mean()
     if low_over_high is None:
@@ -115,7 +120,8 @@ def test_one_channel_network():
 
 
 def test_mean_defaults_and_validation():
-    assert np.array_equal(FourierImage(8, 8).channel_mean(), MEAN_BGR)
+    assert np.array_equal(FourierImage(8, 8).channel_mean(), [0.0, 0.0, 0.0])  # the core knows no dataset
+    assert np.array_equal(caffe_fourier(8, 8).channel_mean(), MEAN_BGR)
     assert np.array_equal(FourierImage(8, 8, channels=1).channel_mean(), [0.0])
     assert np.array_equal(fourier_image_for(8, 8, {"channel_order": "BGR", "mean": "image"}).channel_mean(),
                           MEAN_BGR)

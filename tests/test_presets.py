@@ -8,13 +8,15 @@ import numpy as np
 import pytest
 import scipy.ndimage
 
-from jaxviz import objectives as O
-from jaxviz import presets as P
-from jaxviz import priors
+from jaxviz.core import objectives as O
+from jaxviz import recipes as P
+from jaxviz.core import updates as U
+from jaxviz.models import code_bounds
+from jaxviz.core import operators
 from jaxviz.models import CaffeNet, CaffeNetConfig, Generator, GeneratorConfig, crop_to_classifier
 from jaxviz.models.caffenet import ConvSpec
 from jaxviz.models.generator import DeconvSpec
-from jaxviz.models.zoo import Model
+from jaxviz.models.model import Model
 
 CODE = 32
 CLASSIFIER = CaffeNetConfig(input_size=28, in_channels=1,
@@ -99,7 +101,7 @@ def test_dgn_am_update_rule_matches_transcription_step_by_step(net, gen):
     for i, expected in enumerate(codes):
         g = grad(h)
         updates, state = opt.update(-g, state, h)
-        h = op(h + updates, priors.OperatorContext(jnp.int32(i), jax.random.key(0), g))
+        h = op(h + updates, operators.OperatorContext(jnp.int32(i), jax.random.key(0), g))
         np.testing.assert_allclose(np.asarray(h), expected, rtol=1e-4, atol=1e-4, err_msg=f"update {i}")
 
 
@@ -134,14 +136,15 @@ def test_dgn_am_bounds_defaults_and_errors(gen):
     with pytest.raises(ValueError, match="7 values"):
         P.dgn_am(gen, bounds=np.ones(7))
     real = Model("generator", Generator(GeneratorConfig()), {}, {})  # 4096 code: DGN-AM's released file
-    assert P.generator_code_bounds(real).shape == (4096,)
+    assert code_bounds(real).shape == (4096,)
     inline = Model("generator", gen.module, gen.params, {"code": {"bounds": [1.5] * CODE}})
-    np.testing.assert_array_equal(P.generator_code_bounds(inline), np.full(CODE, 1.5, np.float32))
+    np.testing.assert_array_equal(code_bounds(inline), np.full(CODE, 1.5, np.float32))
 
 
 def test_embedded_generator_bounds_come_from_its_card():
-    from jaxviz import embedded, models
-    np.testing.assert_array_equal(P.generator_code_bounds(models.load("generator")), embedded.code_bounds())
+    from jaxviz import models
+    from jaxviz.models import shipped
+    np.testing.assert_array_equal(code_bounds(models.load("generator")), shipped.embedded_code_bounds())
 
 
 def test_preset_without_objective_says_so(net, gen):
@@ -167,7 +170,7 @@ def test_sampler_step_is_eq13(net, gen, eps3):
     d_h = _eq13_direction(net, gen, h0, c, eps1, eps2)
     if eps3:
         # The documented key: derived from the starting code, split once per step.
-        _, sub = jax.random.split(P.sampler_noise_key(jnp.asarray(h0)))
+        _, sub = jax.random.split(U.sampler_noise_key(jnp.asarray(h0)))
         d_h = d_h + eps3 * np.asarray(jax.random.normal(sub, h0.shape))
     expected = np.clip(h0 + lr * d_h / np.abs(d_h).mean(), 0.0, 30.0)
     preset = P.ppgn_sampler(gen, eps1=eps1, eps2=eps2, eps3=eps3, lr=lr, steps=1)
@@ -253,7 +256,7 @@ def test_yosinski_operators_fire_in_order(step):
     rng = np.random.default_rng(step)
     x = rng.normal(0, 40, (1, 12, 12, 3)).astype(np.float32)
     g = rng.normal(size=x.shape).astype(np.float32)
-    got = P.yosinski_operator(s, MEAN)(jnp.asarray(x), priors.OperatorContext(jnp.int32(step), jax.random.key(0),
+    got = P.yosinski_operator(s, MEAN)(jnp.asarray(x), operators.OperatorContext(jnp.int32(step), jax.random.key(0),
                                                                                 jnp.asarray(g)))
     np.testing.assert_allclose(np.asarray(got), _yosinski_r(x.copy(), g, s, step, MEAN), rtol=1e-4, atol=1e-3)
 
@@ -271,10 +274,10 @@ def test_yosinski_settings_run_and_raise_the_unit(net, setting):
 
 def test_yosinski_progress_learning_rate():
     g = jnp.asarray(np.random.default_rng(0).normal(size=(2, 4, 4, 1)).astype(np.float32))
-    updates, _ = P.progress_gradient_ascent(2.0, 1e8).update(-g, None)
+    updates, _ = U.progress_gradient_ascent(2.0, 1e8).update(-g, None)
     sq = np.sum(np.square(np.asarray(g)), axis=(1, 2, 3))
     np.testing.assert_allclose(np.asarray(updates), (2.0 / sq)[:, None, None, None] * np.asarray(g), rtol=1e-5)
-    capped, _ = P.progress_gradient_ascent(2.0, 1e-3).update(-g, None)
+    capped, _ = U.progress_gradient_ascent(2.0, 1e-3).update(-g, None)
     np.testing.assert_allclose(np.asarray(capped), 1e-3 * np.asarray(g), rtol=1e-5)
 
 
@@ -305,7 +308,7 @@ def test_mahendran_vedaldi_reduces_feature_distance(net):
 
 def test_mahendran_vedaldi_schedule_and_momentum_reset():
     assert P.mv_learning_rates(400, 0.004)[::100] == pytest.approx([0.004, 0.0004, 0.0004, 0.00004])
-    opt = P.momentum_with_resets([1.0, 1.0, 0.5], momentum=0.9)
+    opt = U.momentum_with_resets([1.0, 1.0, 0.5], momentum=0.9)
     z = jnp.zeros(3)
     state = opt.init(z)
     g = jnp.ones(3)

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jaxviz.models.from_prototxt import build_network, from_caffe, params_from_blobs
 from jaxviz.training.mnist import load_idx
 from tests.helpers import caffe_reference as ref
 from tests.helpers.matlab_image import imresize, modcrop, psnr, rgb2y
@@ -17,6 +16,9 @@ from tests.helpers.prototxt_parity import opencv_outputs, relative_errors
 from weights_convert.caffemodel import read_caffemodel
 from weights_convert.errors import UnsupportedLayerError
 from weights_convert.netspec import attach_weights
+from weights_convert.network.blobs import params_from_blobs
+from weights_convert.network.build import build_network
+from weights_convert.network.load import from_caffe
 from weights_convert.prototxt import read_prototxt
 
 MAX_REL_ERR = 1e-4

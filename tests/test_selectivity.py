@@ -12,20 +12,21 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import jaxviz.models as jm
-from jaxviz import objectives as O
-from jaxviz import priors
-from jaxviz.optimize import Method, normalized_gradient_ascent
-from jaxviz.param import Pixels
+from jaxviz.core import objectives as O
+from jaxviz.core import operators
+from jaxviz.core.loop import Method
+from jaxviz.core.updates import normalized_gradient_ascent
+from jaxviz.core.params import Pixels
 from jaxviz.training.mnist import load_idx
-from jaxviz.api import visualize_batch
+from jaxviz.core.run import visualize_batch
+from weights_convert import load_caffe
 
 N_STARTS = 40  # four per class
 
 
 def top_ranked_fraction(net, objective, images, targets) -> float:
     """Fraction of runs whose target class has the highest logit after 10 normalized ascent steps."""
-    method = Method(10, normalized_gradient_ascent(0.01), operator=priors.clip_value(0.0, 1.0))
+    method = Method(10, normalized_gradient_ascent(0.01), operator=operators.clip_value(0.0, 1.0))
     keys = jax.random.split(jax.random.key(0), len(targets))
     result = visualize_batch(net, objective, Pixels((28, 28, 1)), keys=keys, targets=targets, method=method,
                              z0=images[:, None])
@@ -36,7 +37,7 @@ def top_ranked_fraction(net, objective, images, targets) -> float:
 @pytest.mark.parametrize("version", ["lenet-mnist-v2", "lenet-mnist-v1"])
 def test_log_softmax_leaves_the_target_top_ranked_more_often(shared_data, version):
     folder = shared_data(version)
-    net = jm.load_caffe(folder / "lenet.prototxt", folder / "lenet_iter_10000.caffemodel")
+    net = load_caffe(folder / "lenet.prototxt", folder / "lenet_iter_10000.caffemodel")
     digits = load_idx(shared_data("mnist-t10k"))
     images = jnp.asarray(digits.images[:N_STARTS, :, :, None], jnp.float32) / 256.0  # LeNet's input scale
     labels = digits.labels[:N_STARTS]

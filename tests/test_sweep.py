@@ -14,9 +14,12 @@ import jax
 import numpy as np
 import pytest
 
-from jaxviz import objectives, sweep as sw
+from jaxviz.core import loop, objectives
+from jaxviz.recipes import registry
+from jaxviz.workflows import devices, runfolder
+from jaxviz.workflows import sweep as sw
 from jaxviz.models import load
-from jaxviz.api import unit_keys, visualize
+from jaxviz.core.run import unit_keys, visualize
 
 from tests.conftest import REPO
 
@@ -72,10 +75,10 @@ def test_parse_units():
 
 def test_choose_chunk_size():
     # Memory-bound, a multiple of the devices, never more than the sweep needs.
-    assert sw.choose_chunk_size(run_bytes=100, n_runs=1000, n_devices=4, memory_bytes=2 * 100 * 10) == 40
-    assert sw.choose_chunk_size(100, 1000, 1, 10 ** 12) == sw.MAX_CHUNK
-    assert sw.choose_chunk_size(100, 10, 4, 10 ** 12) == 12
-    assert sw.choose_chunk_size(10 ** 12, 10, 4, 10) == 4
+    assert devices.choose_chunk_size(run_bytes=100, n_runs=1000, n_devices=4, memory_bytes=2 * 100 * 10) == 40
+    assert devices.choose_chunk_size(100, 1000, 1, 10 ** 12) == devices.MAX_CHUNK
+    assert devices.choose_chunk_size(100, 10, 4, 10 ** 12) == 12
+    assert devices.choose_chunk_size(10 ** 12, 10, 4, 10) == 4
 
 
 def test_labels():
@@ -93,7 +96,7 @@ def test_sweep_of_64_units_equals_64_single_runs(models, tmp_path):
     config = sw.SweepConfig("fc6", tuple(range(64)), "pixel", steps=4, chunk_size=24)  # 3 chunks, last short
     sw.sweep(clf, gen, config, tmp_path / "s", progress=False)
     data = sw.load_chunks(tmp_path / "s")
-    preset, _ = sw.build_method("pixel", clf, gen, "fc6", 4)
+    preset, _ = registry.build("pixel", clf, gen, "fc6", 4)
     objective = objectives.unit("fc6")
     targets, keys = unit_keys(0, range(64))
     for i in range(64):
@@ -101,22 +104,23 @@ def test_sweep_of_64_units_equals_64_single_runs(models, tmp_path):
         np.testing.assert_allclose(data["image"][i], np.asarray(single.image), rtol=1e-5, atol=1e-4)
         np.testing.assert_allclose(data["final_activation"][i], np.asarray(single.final_activation),
                                    rtol=1e-4, atol=1e-5)
-    rows = [json.loads(line) for line in (tmp_path / "s" / sw.RESULTS).read_text().splitlines()]
+    rows = [json.loads(line) for line in (tmp_path / "s" / runfolder.RESULTS).read_text().splitlines()]
     assert [r["unit"] for r in rows] == list(range(64))
     assert all((tmp_path / "s" / r["image"]).is_file() and (tmp_path / "s" / r["code"]).is_file() for r in rows)
-    meta = json.loads((tmp_path / "s" / sw.METADATA).read_text())
+    meta = json.loads((tmp_path / "s" / runfolder.METADATA).read_text())
     assert meta["chunk_size"] == 24 and meta["units_per_second"] > 0
 
 
 def test_short_last_chunk_does_not_recompile(models, tmp_path, monkeypatch):
     clf, gen = models
     config = sw.SweepConfig("fc8", (0, 1, 2, 3, 4), "pixel", steps=2, chunk_size=2)  # chunks of 2, 2, 1
-    programs, original = [], sw.compiled_run.__wrapped__
+    programs, original = [], loop._compile_run
+    loop._COMPILED.clear()
 
     def spy(*args):
         programs.append(original(*args))
         return programs[-1]
-    monkeypatch.setattr(sw, "compiled_run", spy)
+    monkeypatch.setattr(loop, "_compile_run", spy)
     sw.sweep(clf, gen, config, tmp_path / "s", progress=False)
     assert len(programs) == 1 and programs[0].compilations() == 1  # one setup, compiled once
     assert len(sw.load_chunks(tmp_path / "s")["unit"]) == 5
@@ -134,11 +138,11 @@ def test_resume_after_stop_equals_uninterrupted(models, reference, tmp_path):
 
 def test_refuses_a_folder_of_another_sweep(models, reference, tmp_path):
     out, _ = reference
-    with pytest.raises(sw.SweepError, match="different sweep.*steps: 5 there vs 6 asked"):
+    with pytest.raises(runfolder.SweepError, match="different sweep.*steps: 5 there vs 6 asked"):
         sw.sweep(*models, sw.SweepConfig("fc6", REF.units, "pixel", steps=6, chunk_size=8), out, progress=False)
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "notes.txt").write_text("mine")
-    with pytest.raises(sw.SweepError, match="not empty"):
+    with pytest.raises(runfolder.SweepError, match="not empty"):
         sw.sweep(*models, REF, tmp_path / "other", progress=False)
 
 
@@ -151,7 +155,7 @@ def test_out_of_range_units_write_nothing(models, tmp_path):
 def test_unwritable_folder_is_a_clear_error(models, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
-    with pytest.raises(sw.SweepError, match="cannot write the sweep manifest"):
+    with pytest.raises(runfolder.SweepError, match="cannot write the sweep manifest"):
         sw.sweep(*models, REF, blocker / "s", progress=False)
 
 
@@ -164,9 +168,9 @@ def test_full_disk_keeps_finished_chunks_and_resumes(models, reference, tmp_path
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
         real(path, data)
     monkeypatch.setattr(sw, "atomic_write_bytes", failing)
-    with pytest.raises(sw.SweepError, match="cannot write chunk 1 .*No space left.*resume"):
+    with pytest.raises(runfolder.SweepError, match="cannot write chunk 1 .*No space left.*resume"):
         sw.sweep(*models, REF, out, progress=False)
-    assert sorted(p.name for p in (out / sw.CHUNKS).iterdir()) == ["chunk_00000.npz"]  # no temp file left
+    assert sorted(p.name for p in (out / runfolder.CHUNKS).iterdir()) == ["chunk_00000.npz"]  # no temp file left
     monkeypatch.setattr(sw, "atomic_write_bytes", real)
     assert sw.sweep(*models, REF, out, progress=False).computed == len(REF.units) - 8
     _same(sw.load_chunks(out), reference[1])
@@ -180,13 +184,13 @@ def test_sigkill_then_rerun_equals_uninterrupted(reference, tmp_path):
     proc = subprocess.Popen(_cli(*_ref_args(out)), cwd=tmp_path, env=_env(), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT)
     deadline = time.time() + 300
-    while not (out / sw.CHUNKS / "chunk_00000.npz").exists():
+    while not (out / runfolder.CHUNKS / "chunk_00000.npz").exists():
         assert proc.poll() is None, proc.stdout.read().decode()
         assert time.time() < deadline, "the sweep wrote no chunk in 300 s"
         time.sleep(0.01)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    done = sorted(p.name for p in (out / sw.CHUNKS).glob("chunk_*.npz"))
+    done = sorted(p.name for p in (out / runfolder.CHUNKS).glob("chunk_*.npz"))
     assert 1 <= len(done) < 4, done  # killed mid-sweep
     rerun = subprocess.run(_cli(*_ref_args(out)), cwd=tmp_path, env=_env(), capture_output=True, text=True)
     assert rerun.returncode == 0, rerun.stderr
@@ -194,7 +198,7 @@ def test_sigkill_then_rerun_equals_uninterrupted(reference, tmp_path):
     data = sw.load_chunks(out)
     assert sorted(data["unit"].tolist()) == list(REF.units)  # exactly one result per unit
     _same(data, reference[1])
-    rows = (out / sw.RESULTS).read_text().splitlines()
+    rows = (out / runfolder.RESULTS).read_text().splitlines()
     assert len(rows) == len(REF.units)
 
 
@@ -213,9 +217,9 @@ def test_four_cpu_devices_equal_one(reference, tmp_path):
 
 @pytest.mark.slow  # the whole demo: about 40 s on a 2-core CPU
 def test_demo_writes_the_atlas_gallery(tmp_path):
-    from jaxviz import demo
+    from jaxviz import cli
 
-    assert demo.main(["--out", str(tmp_path / "demo"), "--steps", "4"]) == 0
+    assert cli.main(["demo", "--out", str(tmp_path / "demo"), "--steps", "4"]) == 0
     page = (tmp_path / "demo" / "index.html").read_text()
     assert "reconstructions.png" in page and page.count('"unit":') == 20  # 10 classes x 2 methods
     atlas = json.loads((tmp_path / "demo" / "atlas.json").read_text())

@@ -10,8 +10,8 @@ import pytest
 
 import jaxviz.models as jm
 from jaxviz.models import crop_to_classifier
-from jaxviz.sweep import SweepError
-from jaxviz.sweep_inverse import InverseSetSweepConfig, sweep_inverse_sets, unit_file
+from jaxviz.workflows.runfolder import SweepError
+from jaxviz.workflows.inverse_sets import InverseSetSweepConfig, sweep_inverse_sets, unit_file
 
 CONFIG = InverseSetSweepConfig("fc8", (3, 8), 10.0, 15.0, n=12, k=4)
 

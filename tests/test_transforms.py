@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxviz import transforms as T
+from jaxviz.core import transforms as T
 
 SHAPE = (3, 24, 20, 3)
 

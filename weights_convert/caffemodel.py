@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from weights_convert import wire
+import weights_convert.wire as wire
 from weights_convert.caffe_schema import (
     BLOB_DATA, BLOB_DOUBLE_DATA, BLOB_SHAPE, PARAM_SCHEMAS, SCHEMAS, V1_PARAM_NUMBERS, V2_PARAM_NUMBERS,
     field_by_name)

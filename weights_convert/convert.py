@@ -12,7 +12,10 @@ import os
 import pathlib
 from typing import Any, Callable
 
-from weights_convert import layouts
+from jaxviz.models import checkpoint
+from jaxviz.models.caffenet import CaffeNetConfig, ConvSpec
+from jaxviz.models.generator import DECONV_LAYERS, FC_LAYERS, DeconvSpec, GeneratorConfig
+from weights_convert.layouts import caffenet_params, generator_params
 from weights_convert.caffemodel import read_caffemodel
 from weights_convert.errors import ConversionError, ModelMismatchError
 from weights_convert.netspec import (LayerSpec, NetSpec, attach_weights, conv_params, first,
@@ -50,10 +53,8 @@ def _input_size(spec: NetSpec, default: int) -> tuple[int, int]:
     return int(shape[1]), int(shape[2])
 
 
-def caffenet_config_from_spec(spec: NetSpec):
+def caffenet_config_from_spec(spec: NetSpec) -> CaffeNetConfig:
     """The ``CaffeNetConfig`` a CaffeNet-topology prototxt describes (sizes, groups, pooling, LRN)."""
-    from jaxviz.models.caffenet import CaffeNetConfig, ConvSpec
-
     convs = []
     for i in range(1, 6):
         p = conv_params(_require(spec, f"conv{i}", "Convolution"))
@@ -75,10 +76,8 @@ def caffenet_config_from_spec(spec: NetSpec):
         raise ModelMismatchError(f"not a valid CaffeNet: {err}", file=spec.source) from None
 
 
-def generator_config_from_spec(spec: NetSpec):
+def generator_config_from_spec(spec: NetSpec) -> GeneratorConfig:
     """The ``GeneratorConfig`` an fc6-generator-topology prototxt describes."""
-    from jaxviz.models.generator import DECONV_LAYERS, FC_LAYERS, DeconvSpec, GeneratorConfig
-
     fc = [int(first(_require(spec, n, "InnerProduct").param("inner_product_param"), "num_output"))
           for n in FC_LAYERS]
     reshape = _require(spec, "reshape", "Reshape")
@@ -110,28 +109,20 @@ def generator_config_from_spec(spec: NetSpec):
 
 
 # architecture -> (config from a prototxt NetSpec, default config factory, params from blobs)
-def _architectures() -> dict[str, tuple[Callable, Callable, Callable]]:
-    from jaxviz.models.caffenet import CaffeNetConfig
-    from jaxviz.models.generator import GeneratorConfig
+_ARCHITECTURES: dict[str, tuple[Callable, Callable, Callable]] = {
+    "caffenet": (caffenet_config_from_spec, CaffeNetConfig, caffenet_params),
+    "generator": (generator_config_from_spec, GeneratorConfig, generator_params),
+}
 
-    return {
-        "caffenet": (caffenet_config_from_spec, CaffeNetConfig, layouts.caffenet_params),
-        "generator": (generator_config_from_spec, GeneratorConfig, layouts.generator_params),
-    }
-
-
-ARCHITECTURES = ("caffenet", "generator")
+ARCHITECTURES = tuple(_ARCHITECTURES)
 
 
 def convert(architecture: str, caffemodel: str | os.PathLike, out_dir: str | os.PathLike,
             prototxt: str | os.PathLike | None = None) -> pathlib.Path:
     """Convert ``caffemodel`` of a known ``architecture`` into a jaxviz model folder ``out_dir``."""
-    from jaxviz.models import checkpoint
-
-    table = _architectures()
-    if architecture not in table:
-        raise ValueError(f"unknown architecture {architecture!r}; known: {', '.join(table)}")
-    config_from_spec, default_config, params_from_blobs = table[architecture]
+    if architecture not in _ARCHITECTURES:
+        raise ValueError(f"unknown architecture {architecture!r}; known: {', '.join(_ARCHITECTURES)}")
+    config_from_spec, default_config, params_from_blobs = _ARCHITECTURES[architecture]
     caffemodel = pathlib.Path(caffemodel)
     weights = read_caffemodel(caffemodel)
     if prototxt is not None:

@@ -1,7 +1,10 @@
-"""Caffe blob layouts -> jaxviz Flax parameter layouts (pure numpy).
+"""Caffe blob layouts -> jaxviz Flax parameter layouts (numpy arrays).
 
 Caffe stores N, C, H, W tensors; jaxviz runs NHWC. Each function here checks the blob's shape against
 what the architecture expects and raises ``ModelMismatchError`` naming the layer and blob index.
+The per-layer functions (``convolution_layer``, ``deconvolution_layer``, ``inner_product_layer``) serve
+both the known architectures (``caffenet_params``, ``generator_params``) and prototxt-built networks
+(``weights_convert.network.blobs``).
 Shapes follow Caffe's own rule for legacy blobs: a blob written with the old 4-D (num, channels, height,
 width) header matches when its shape, with leading 1s dropped, equals the expected one with leading 1s
 dropped, e.g. an inner product's (1, 1, out, in) weights or a (1, 1, 1, out) bias.
@@ -12,15 +15,13 @@ Target layouts are those documented in ``jaxviz.models.modules``.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
+from jaxviz.models.caffenet import CaffeNetConfig, caffenet_tap_shapes
+from jaxviz.models.generator import DECONV_LAYERS, FC_LAYERS, GeneratorConfig
 from weights_convert.errors import ModelMismatchError
-
-if TYPE_CHECKING:
-    from jaxviz.models.caffenet import CaffeNetConfig
-    from jaxviz.models.generator import GeneratorConfig
 
 Blobs = Mapping[str, Sequence[np.ndarray]]
 Params = dict[str, dict[str, np.ndarray]]
@@ -103,6 +104,49 @@ def bias_vector(blob: np.ndarray, n: int, *, layer: str = "?", index: int = 1) -
     return checked_blob(blob, (n,), layer=layer, index=index)
 
 
+def _optional_bias(blob: np.ndarray | None, n: int, layer: str) -> dict[str, np.ndarray]:
+    return {} if blob is None else {"bias": bias_vector(blob, n, layer=layer, index=1)}
+
+
+def convolution_layer(weight: np.ndarray, bias: np.ndarray | None, kernel_shape: Sequence[int], *,
+                      layer: str = "?") -> dict[str, np.ndarray]:
+    """A Convolution layer's blobs -> ``{"kernel", "bias"}`` (no ``bias`` when ``bias`` is None).
+
+    ``kernel_shape`` is the HWIO kernel (kh, kw, I/g, O) the architecture expects; ``weight`` must be
+    its Caffe form [O, I/g, kh, kw].
+    """
+    kh, kw, cin_g, c_out = (int(s) for s in kernel_shape)
+    w = checked_blob(weight, (c_out, cin_g, kh, kw), layer=layer, index=0)
+    return {"kernel": conv_kernel(w, layer=layer), **_optional_bias(bias, c_out, layer)}
+
+
+def deconvolution_layer(weight: np.ndarray, bias: np.ndarray | None, kernel_shape: Sequence[int],
+                        group: int = 1, *, layer: str = "?") -> dict[str, np.ndarray]:
+    """A Deconvolution layer's blobs -> ``{"kernel", "bias"}`` (no ``bias`` when ``bias`` is None).
+
+    ``kernel_shape`` is the flipped forward HWIO kernel (kh, kw, I/g, O) the architecture expects;
+    ``weight`` must be Caffe's [I, O/g, kh, kw].
+    """
+    kh, kw, cin_g, c_out = (int(s) for s in kernel_shape)
+    w = checked_blob(weight, (cin_g * group, c_out // group, kh, kw), layer=layer, index=0)
+    return {"kernel": deconv_kernel(w, group, layer=layer), **_optional_bias(bias, c_out, layer)}
+
+
+def inner_product_layer(weight: np.ndarray, bias: np.ndarray | None, n_in: int, n_out: int,
+                        input_chw: Sequence[int] | None = None, *, transpose: bool = False,
+                        layer: str = "?") -> dict[str, np.ndarray]:
+    """An InnerProduct layer's blobs -> ``{"kernel": (in, out), "bias"}`` (no ``bias`` when it is None).
+
+    ``weight`` is [out, in], or [in, out] with Caffe's ``transpose``; ``input_chw`` reorders the rows
+    C,H,W -> H,W,C for a map input (see ``inner_product_kernel``).
+    """
+    if transpose:
+        w = checked_blob(weight, (n_in, n_out), layer=layer, index=0).T
+    else:
+        w = checked_blob(weight, (n_out, n_in), layer=layer, index=0)
+    return {"kernel": inner_product_kernel(w, input_chw, layer=layer), **_optional_bias(bias, n_out, layer)}
+
+
 def chw_columns_to_hwc(kernel: np.ndarray, chw: Sequence[int]) -> np.ndarray:
     """Reorder an (in, C*H*W) dense kernel's columns from C,H,W to H,W,C order."""
     c, h, w = (int(s) for s in chw)
@@ -145,21 +189,18 @@ def _weight_and_bias(weights: Blobs, name: str) -> tuple[np.ndarray, np.ndarray]
 
 def _conv_layer(weights: Blobs, name: str, c_in: int, features: int, kernel: int, group: int) -> dict:
     w, b = _weight_and_bias(weights, name)
-    w = checked_blob(w, (features, c_in // group, kernel, kernel), layer=name, index=0)
-    return {"kernel": conv_kernel(w, layer=name), "bias": bias_vector(b, features, layer=name)}
+    return convolution_layer(w, b, (kernel, kernel, c_in // group, features), layer=name)
 
 
 def _deconv_layer(weights: Blobs, name: str, c_in: int, features: int, kernel: int, group: int = 1) -> dict:
     w, b = _weight_and_bias(weights, name)
-    w = checked_blob(w, (c_in, features // group, kernel, kernel), layer=name, index=0)
-    return {"kernel": deconv_kernel(w, group, layer=name), "bias": bias_vector(b, features, layer=name)}
+    return deconvolution_layer(w, b, (kernel, kernel, c_in // group, features), group, layer=name)
 
 
 def _dense_layer(weights: Blobs, name: str, n_in: int, n_out: int,
                  input_chw: Sequence[int] | None = None) -> dict:
     w, b = _weight_and_bias(weights, name)
-    w = checked_blob(w, (n_out, n_in), layer=name, index=0)
-    return {"kernel": inner_product_kernel(w, input_chw, layer=name), "bias": bias_vector(b, n_out, layer=name)}
+    return inner_product_layer(w, b, n_in, n_out, input_chw, layer=name)
 
 
 def caffenet_params(weights: Blobs, config: CaffeNetConfig | None = None) -> Params:
@@ -167,9 +208,6 @@ def caffenet_params(weights: Blobs, config: CaffeNetConfig | None = None) -> Par
 
     Use as ``CaffeNet(config).apply({"params": params}, x)``.
     """
-    # Imported here so the blob transforms above stay importable without JAX.
-    from jaxviz.models.caffenet import CaffeNetConfig, caffenet_tap_shapes
-
     config = CaffeNetConfig() if config is None else config
     conv_names = [f"conv{i}" for i in range(1, 6)]
     _layer_blobs(weights, conv_names + ["fc6", "fc7", "fc8"])
@@ -190,9 +228,6 @@ def generator_params(weights: Blobs, config: GeneratorConfig | None = None) -> P
 
     defc5's outputs are permuted so that the module's NHWC reshape equals Caffe's C,H,W reshape.
     """
-    # Imported here so the blob transforms above stay importable without JAX.
-    from jaxviz.models.generator import DECONV_LAYERS, FC_LAYERS, GeneratorConfig
-
     config = GeneratorConfig() if config is None else config
     _layer_blobs(weights, list(FC_LAYERS) + list(DECONV_LAYERS))
     params: Params = {}

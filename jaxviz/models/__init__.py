@@ -1,9 +1,14 @@
-"""Networks: explicit CaffeNet and fc6 generator modules, prototxt-built networks, ``load`` and ``load_caffe``."""
+"""Networks: the CaffeNet and fc6-generator Flax ports, ``Model``, ``load``, checkpoints and shipped data.
 
+Networks built from any Caffe deploy prototxt live one layer up, in ``weights_convert.load_caffe``.
+"""
+
+from jaxviz.models import checkpoint, preprocessing, shipped
 from jaxviz.models.caffenet import CaffeNet, CaffeNetConfig, caffenet_tap_names
 from jaxviz.models.generator import Generator, GeneratorConfig, crop_to_classifier, generator_tap_names
-from jaxviz.models.from_prototxt import PrototxtNet, from_caffe
-from jaxviz.models.zoo import Model, load, load_caffe
+from jaxviz.models.model import Model, check_code_bounds, code_bounds, network_function
+from jaxviz.models.zoo import load
 
 __all__ = ["CaffeNet", "CaffeNetConfig", "Generator", "GeneratorConfig", "Model", "caffenet_tap_names",
-           "crop_to_classifier", "from_caffe", "generator_tap_names", "load", "load_caffe", "PrototxtNet"]
+           "check_code_bounds", "checkpoint", "code_bounds", "crop_to_classifier", "generator_tap_names", "load",
+           "network_function", "preprocessing", "shipped"]

@@ -8,8 +8,8 @@ import os
 import cv2
 import numpy as np
 
-from jaxviz.models.from_prototxt import PrototxtNet
 from weights_convert.netspec import NetSpec
+from weights_convert.network.graph import PrototxtNet
 
 
 def opencv_outputs(prototxt: str | os.PathLike, caffemodel: str | os.PathLike, x_nchw: np.ndarray,

@@ -24,6 +24,8 @@ import jax
 import jax.numpy as jnp
 from jax.scipy.ndimage import map_coordinates
 
+from jaxviz.core.objectives import require_image
+
 Transform = Callable[[jax.Array, jax.Array], jax.Array]
 
 
@@ -36,16 +38,11 @@ def compose(*transforms: Transform) -> Transform:
     return apply
 
 
-def _require_image(x: jax.Array, what: str) -> None:
-    if x.ndim != 4:
-        raise ValueError(f"{what} needs NHWC images, got shape {x.shape}")
-
-
 # ----- jitter -----------------------------------------------------------------------------------------
 
 def shift(x: jax.Array, dy: jax.Array, dx: jax.Array, max_shift: int) -> jax.Array:
     """Shift each image by integer ``(dy[n], dx[n])`` (|d| <= max_shift), borders filled by reflection."""
-    _require_image(x, "shift")
+    require_image(x, "shift")
     n, h, w, c = x.shape
     m = int(max_shift)
     # Pad once by the largest shift, then cut each image's window: output[i] = input[i - d].
@@ -62,7 +59,7 @@ def jitter(max_shift: int) -> Transform:
         raise ValueError(f"jitter needs max_shift >= 0, got {max_shift}")
 
     def apply(key: jax.Array, x: jax.Array) -> jax.Array:
-        _require_image(x, "jitter")
+        require_image(x, "jitter")
         if max_shift == 0:
             return x
         if max_shift >= min(x.shape[1:3]):
@@ -79,7 +76,7 @@ def affine_about_center(x: jax.Array, matrices: jax.Array, mode: str = "mirror",
 
     ``matrices`` is (N, 2, 2) in (row, col) coordinates; ``mode`` is map_coordinates' border mode.
     """
-    _require_image(x, "affine_about_center")
+    require_image(x, "affine_about_center")
     n, h, w, c = x.shape
     centre = jnp.asarray([(h - 1) / 2.0, (w - 1) / 2.0], jnp.float32)
     rows, cols = jnp.meshgrid(jnp.arange(h, dtype=jnp.float32), jnp.arange(w, dtype=jnp.float32), indexing="ij")
@@ -147,7 +144,7 @@ def pad(width: int, value: float = 0.0) -> Transform:
         raise ValueError(f"pad needs width >= 0, got {width}")
 
     def apply(key: jax.Array, x: jax.Array) -> jax.Array:
-        _require_image(x, "pad")
+        require_image(x, "pad")
         if width == 0:
             return x
         n, h, w, c = x.shape

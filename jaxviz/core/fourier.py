@@ -16,13 +16,11 @@ lucid/optvis/param/color.py (matrix normalized by its largest column norm, ``rgb
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-
-from jaxviz.models.preprocessing import MEAN_BGR
 
 # lucid/optvis/param/color.py: square root of ImageNet's RGB colour correlation (via its SVD).
 COLOR_CORRELATION_SVD_SQRT = np.asarray([[0.26, 0.09, 0.02],
@@ -55,9 +53,10 @@ class FourierImage:
     """Images as decorrelated Fourier spectra (Lucid's ``image(..., fft=True, decorrelate=True)``).
 
     ``z`` has shape (n, channels, H, Wf, 2): the real and imaginary parts of each channel's spectrum.
-    ``mean`` is subtracted from ``pixel_scale * colours`` in the network's channel order; None means
-    Caffe's ImageNet BGR mean for 3 channels and 0 otherwise. With 3 channels the colours are flipped
-    to BGR when ``bgr``; with any other channel count there is no colour decorrelation.
+    ``mean`` is subtracted from ``pixel_scale * colours`` in the network's channel order (None: zero);
+    ``jaxviz.recipes.fourier_image_for`` fills it, the scale and the channel order from a model's card.
+    With 3 channels the colours are flipped to BGR when ``bgr``; with any other channel count there is no
+    colour decorrelation.
     """
 
     height: int
@@ -86,7 +85,7 @@ class FourierImage:
         """The per-channel mean subtracted in the network's input space."""
         if self.mean is not None:
             return np.broadcast_to(np.asarray(self.mean, np.float32), (self.channels,))
-        return MEAN_BGR.copy() if self.channels == 3 else np.zeros(self.channels, np.float32)
+        return np.zeros(self.channels, np.float32)
 
     def init(self, key: jax.Array, n: int) -> jax.Array:
         """``n`` starting spectra, ``sd * N(0, 1)`` (Lucid's default sd is 0.01)."""
@@ -116,23 +115,5 @@ class FourierImage:
         return colours * self.pixel_scale - jnp.asarray(self.channel_mean())
 
 
-def fourier_image_for(height: int, width: int, preprocessing: dict[str, Any] | None = None,
-                      **kwargs: Any) -> FourierImage:
-    """A FourierImage matching a model's preprocessing card (``channel_order``, ``mean``, ``pixel_scale``).
-
-    A mean given by name (Caffe's ``"image"``, the mean image) becomes the per-channel ImageNet mean: the
-    parameterization subtracts one value per channel.
-    """
-    if not preprocessing:
-        return FourierImage(height, width, **kwargs)
-    gray = str(preprocessing.get("channel_order", "")).lower() == "gray"
-    mean: Sequence[float] | str | None = preprocessing.get("mean")
-    numeric = mean is not None and not isinstance(mean, str)
-    return FourierImage(height, width, channels=1 if gray else 3,
-                        mean=tuple(np.atleast_1d(mean).astype(float)) if numeric else None,
-                        pixel_scale=float(preprocessing.get("pixel_scale", 255.0)),
-                        bgr=str(preprocessing.get("channel_order", "bgr")).lower() == "bgr", **kwargs)
-
-
-__all__ = ["FourierImage", "fourier_image_for", "rfft2d_freqs", "spectrum_scale", "COLOR_CORRELATION_SVD_SQRT",
+__all__ = ["FourierImage", "rfft2d_freqs", "spectrum_scale", "COLOR_CORRELATION_SVD_SQRT",
            "COLOR_CORRELATION_NORMALIZED"]

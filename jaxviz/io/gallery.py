@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import html
-import io
 import json
 import os
 import pathlib
@@ -19,7 +18,8 @@ from typing import Any, Sequence
 import numpy as np
 from PIL import Image
 
-from jaxviz import render
+from jaxviz.io.atomic import atomic_write_bytes
+from jaxviz.io.images import contact_sheet, png_bytes
 
 SHEET_COLUMNS = 10
 SHEET_ROWS = 10
@@ -51,11 +51,9 @@ def write_contact_sheets(out: pathlib.Path, rows: Sequence[dict], preprocessing:
             caps.append([_caption(c) for c in cells])
         side = max(im.shape[0] for row in grid for im in row)
         scale = max(1, 96 // side)
-        sheet = render.contact_sheet(grid, caps, scale=scale, font_size=10)
+        sheet = contact_sheet(grid, caps, scale=scale, font_size=10)
         name = f"contact_sheet_{s:03d}.png"
-        buf = io.BytesIO()
-        sheet.save(buf, format="PNG")
-        _atomic(out / name, buf.getvalue())
+        atomic_write_bytes(out / name, png_bytes(sheet))
         names.append(name)
     return names
 
@@ -63,11 +61,6 @@ def write_contact_sheets(out: pathlib.Path, rows: Sequence[dict], preprocessing:
 def _caption(row: dict) -> str:
     label = f" {row['label'][:12]}" if row.get("label") else ""
     return f"{row['unit']}{label} {row['final_activation']:.3g}"
-
-
-def _atomic(path: pathlib.Path, data: bytes) -> None:
-    from jaxviz.sweep import atomic_write_bytes
-    atomic_write_bytes(path, data)
 
 
 _STYLE = """
@@ -168,5 +161,5 @@ def write_gallery(path: str | os.PathLike, title: str, sections: Sequence[Sectio
                   metadata: dict | None = None) -> pathlib.Path:
     """Write the gallery page to ``path`` (atomically); image paths stay relative, so the folder can move."""
     path = pathlib.Path(path)
-    _atomic(path, render_gallery(title, sections, metadata).encode())
+    atomic_write_bytes(path, render_gallery(title, sections, metadata).encode())
     return path

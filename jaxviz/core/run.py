@@ -1,38 +1,38 @@
-"""The library entry points: one visualization, or a batch over seeds and units in one compiled program."""
+"""The library entry points: one visualization, or a batch over seeds and units in one compiled program.
+
+A network is anything with ``function`` (a pure ``(params, x, taps) -> acts``), ``params`` and
+``input_shape`` (``Network``); ``jaxviz.models.Model`` is one.
+"""
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import warnings
-from typing import Any, Sequence
+from typing import Any, Callable, Mapping, Protocol, Sequence
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxviz.objectives import Objective, check_unit
-from jaxviz.optimize import Method, Result, compiled_run, gradient_ascent
-from jaxviz.param import Parameterization, Pixels
+from jaxviz.core.loop import Method, Result, compiled_run
+from jaxviz.core.objectives import Objective, check_unit
+from jaxviz.core.params import Parameterization, Pixels
+from jaxviz.core.updates import gradient_ascent
+
+
+class Network(Protocol):
+    """What the engine needs of a network: a pure function, its parameters and its input shape."""
+
+    function: Callable[[Any, jax.Array, Sequence[str]], Mapping[str, jax.Array]]
+    params: Any
+    input_shape: tuple[int, ...]
 
 
 class OptimizationFailed(Warning):
     """Some runs of a batch met a NaN or Inf and were stopped; the others went on."""
 
 
-@functools.lru_cache(maxsize=None)
-def module_apply(module: Any):
-    """A stable ``(params, x, taps) -> acts`` function per network, so compiled runs are reused."""
-    if not isinstance(module, nn.Module):  # a PrototxtNet is already pure: apply(params, x, taps)
-        return module.apply
-
-    def apply(params: Any, x: jax.Array, taps: Sequence[str]) -> dict:
-        return module.apply({"params": params}, x, tuple(taps))
-    return apply
-
-
-def _default_param(net: Any) -> Pixels:
+def _default_param(net: Network) -> Pixels:
     shape = getattr(net, "input_shape", None)
     if shape is None:
         raise ValueError("pass a parameterization: the network does not declare its input shape")
@@ -45,7 +45,7 @@ def _method(method: Method | None, steps: int | None) -> Method:
     return method if steps is None else dataclasses.replace(method, steps=steps)
 
 
-def check_setup(net: Any, objective: Objective, param: Parameterization, aux_params: Any,
+def check_setup(net: Network, objective: Objective, param: Parameterization, aux_params: Any,
                 targets: Any = None) -> None:
     """Clear errors before compiling: image shape vs the network, unknown layers, unit indices out of range."""
     image = jax.eval_shape(lambda a, k: param.render(a, param.init(k, 1)), aux_params, jax.random.key(0))
@@ -56,7 +56,7 @@ def check_setup(net: Any, objective: Objective, param: Parameterization, aux_par
     taps = tuple(objective.network_taps) or (objective.unit_layer,)
     if objective.unit_layer is not None:
         taps = tuple(sorted(set(taps) | {objective.unit_layer}))
-    shapes = jax.eval_shape(lambda p, x: net.apply(p, x, taps), net.params, image)
+    shapes = jax.eval_shape(lambda p, x: net.function(p, x, taps), net.params, image)
     if objective.unit_layer is None or targets is None or objective.unit_index is not None:
         return
     width = shapes[objective.unit_layer].shape[-1]
@@ -74,15 +74,20 @@ def _report_failures(result: Result) -> None:
                       OptimizationFailed, stacklevel=4)
 
 
-def visualize(net: Any, objective: Objective, param: Parameterization | None = None, steps: int | None = None,
+def visualize(net: Network, objective: Objective, param: Parameterization | None = None, steps: int | None = None,
               key: jax.Array | None = None, *, method: Method | None = None, aux_params: Any = None,
               target: Any = None, z0: jax.Array | None = None) -> Result:
-    """One optimization of ``objective`` on ``net`` (a ``jaxviz.models.Model``); reproducible from ``key``."""
+    """One optimization of ``objective`` on ``net`` (a ``jaxviz.models.Model``); reproducible from ``key``.
+
+    Without ``param`` the pixels themselves are optimized; without ``method``, plain gradient ascent
+    (lr 1, 200 steps). ``aux_params`` are the parameterization's weights (a generator's), ``target`` the
+    unit index or reference features an objective built without one reads, ``z0`` a starting variable.
+    """
     key = jax.random.key(0) if key is None else key
     return _run(net, objective, param, method, steps, aux_params, target, key, z0, batched=False)
 
 
-def visualize_batch(net: Any, objective: Objective, param: Parameterization | None = None,
+def visualize_batch(net: Network, objective: Objective, param: Parameterization | None = None,
                     steps: int | None = None, keys: jax.Array | None = None, targets: Any = None, *,
                     method: Method | None = None, aux_params: Any = None, z0: jax.Array | None = None) -> Result:
     """Many runs in one compiled program: ``keys`` (and ``targets``, ``z0``) carry a leading run axis.
@@ -96,14 +101,14 @@ def visualize_batch(net: Any, objective: Objective, param: Parameterization | No
     return _run(net, objective, param, method, steps, aux_params, targets, keys, z0, batched=True)
 
 
-def _run(net: Any, objective: Objective, param: Parameterization | None, method: Method | None,
+def _run(net: Network, objective: Objective, param: Parameterization | None, method: Method | None,
          steps: int | None, aux_params: Any, targets: Any, keys: jax.Array, z0: jax.Array | None, *,
          batched: bool) -> Result:
     """Check, compile (or reuse), run, and warn about runs stopped by NaN/Inf."""
     param = _default_param(net) if param is None else param
     method = _method(method, steps)
     check_setup(net, objective, param, aux_params, targets)
-    run = compiled_run(module_apply(net.module), objective, param, method, batched, z0 is not None)
+    run = compiled_run(net.function, objective, param, method, batched, z0 is not None)
     result = run(net.params, aux_params, targets, keys, *(() if z0 is None else (z0,)))
     _report_failures(result)
     return result
@@ -116,3 +121,6 @@ def unit_keys(seed: int, units: Sequence[int], seeds_per_unit: int = 1) -> tuple
     base = jax.random.key(seed)
     keys = jax.vmap(lambda u, s: jax.random.fold_in(jax.random.fold_in(base, u), s))(units, seeds)
     return jnp.asarray(units), keys
+
+
+__all__ = ["Network", "OptimizationFailed", "check_setup", "visualize", "visualize_batch", "unit_keys"]

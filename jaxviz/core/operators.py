@@ -1,29 +1,26 @@
-"""Priors on the optimized image or code: penalties (objectives to subtract) and operators between steps.
+"""Operators: what a method does to the optimized variable between steps (blur, decay, clipping).
 
-Penalties are ``Objective``s on the ``"image"`` or ``"code"`` pseudo-tap returning a positive magnitude,
-summed over the batch, used as ``objective - weight * penalty``. Operators are applied to the optimized
-variable after every update, in order, like an optax ``chain``: ``z <- op(z, ctx)``. They are pure
-functions of traced arrays (the step included), so they run inside ``jit``, ``vmap`` and ``lax.scan``.
+Operators are applied to the variable after every update, in order, like an optax ``chain``:
+``z <- op(z, ctx)``. They are pure functions of traced arrays (the step included), so they run inside
+``jit``, ``vmap`` and ``lax.scan``.
 
 Settings from the papers, in these terms:
 
 - Yosinski et al. 2015, Table 1 set 3: ``chain(decay(1e-4), gaussian_blur(1.0, every=4))``; set 4:
   ``chain(gaussian_blur(0.5, every=4), clip_contribution_percentile(90))``.
-- DGN-AM: ``chain(clip_code(0, dgn_am_fc6_bounds()), decay(0.01))`` (clip, then multiply by 0.99).
-- Mahendran & Vedaldi: ``feature_inversion(...) - la * alpha_norm(6) - lt * tv(2)``.
+- DGN-AM: ``chain(clip_code(0, bounds), decay(0.01))`` (clip, then multiply by 0.99).
 """
 
 from __future__ import annotations
 
 import functools
-import importlib.resources
 from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxviz.objectives import CODE, IMAGE, Acts, Objective
+from jaxviz.core.objectives import require_image
 
 
 class OperatorContext(NamedTuple):
@@ -47,62 +44,6 @@ def chain(*operators: Operator) -> Operator:
     return apply
 
 
-# ----- penalties --------------------------------------------------------------------------------------
-
-def _require_image(x: jax.Array, what: str) -> None:
-    if x.ndim != 4:
-        raise ValueError(f"{what} needs NHWC images; its tap holds an array of shape {x.shape}")
-
-
-def l2(tap: str = IMAGE) -> Objective:
-    """Sum of squares of the tap's values over the batch (to subtract from an objective)."""
-    def fn(acts: Acts, target: Any) -> jax.Array:
-        return jnp.sum(jnp.square(acts[tap]))
-    return Objective(fn, frozenset({tap}), f"l2({tap})")
-
-
-def code_l2() -> Objective:
-    """Sum of squares of the generator code (DGN-AM's L2 prior as a penalty rather than a decay)."""
-    return l2(CODE)
-
-
-def alpha_norm(alpha: float = 6.0, tap: str = IMAGE) -> Objective:
-    """``sum |x|^alpha`` over the batch (Mahendran & Vedaldi's alpha-norm; they use alpha = 6)."""
-    # alpha >= 1 keeps the gradient alpha |x|^(alpha-1) sign(x) finite at x = 0 with no epsilon.
-    if alpha < 1:
-        raise ValueError(f"alpha_norm needs alpha >= 1 (a norm with a finite gradient at 0), got {alpha}")
-
-    def fn(acts: Acts, target: Any) -> jax.Array:
-        return jnp.sum(jnp.abs(acts[tap]) ** alpha)
-    return Objective(fn, frozenset({tap}), f"alpha_norm({alpha:g}, {tap})")
-
-
-def tv(beta: float = 2.0, tap: str = IMAGE, joint_channels: bool = False, eps: float = 1e-8) -> Objective:
-    """Total variation ``sum ((x[i,j+1]-x[i,j])^2 + (x[i+1,j]-x[i,j])^2)^(beta/2)`` (survey seed eq. 15).
-
-    The sum runs over the interior (i < H-1, j < W-1, where both differences exist), the batch, and the
-    channels: by default each channel is its own term, as in Mahendran & Vedaldi's IJCV 2016 definition
-    (sum over u, v, k); ``joint_channels=True`` sums the squared differences over channels inside the
-    power instead (a colour-coupled TV). The two agree for beta = 2. For beta < 2 the power's gradient is
-    infinite where an image is flat, so ``eps`` is added inside it: ``(d^2 + eps)^(beta/2)``; for beta >= 2
-    no epsilon is used and the value is exact.
-    """
-    if beta <= 0:
-        raise ValueError(f"tv needs beta > 0, got {beta}")
-    safe = eps if beta < 2 else 0.0
-
-    def fn(acts: Acts, target: Any) -> jax.Array:
-        x = acts[tap]
-        _require_image(x, "tv")
-        base = x[:, :-1, :-1, :]
-        sq = jnp.square(x[:, :-1, 1:, :] - base) + jnp.square(x[:, 1:, :-1, :] - base)
-        if joint_channels:
-            sq = jnp.sum(sq, axis=-1)
-        return jnp.sum((sq + safe) ** (beta / 2))
-    return Objective(fn, frozenset({tap}), f"tv({beta:g}, {tap})")
-
-
-# ----- operators --------------------------------------------------------------------------------------
 
 def decay(rate: float) -> Operator:
     """``z <- (1 - rate) z``: DGN-AM's "multiply by 0.99" is ``decay(0.01)``, Yosinski's set 3 ``decay(1e-4)``."""
@@ -143,7 +84,7 @@ def _blur(x: jax.Array, sigma: float, truncate: float) -> jax.Array:
 
 def blur(x: jax.Array, sigma: float, truncate: float = 4.0) -> jax.Array:
     """Separable Gaussian blur of NHWC images over H and W, borders reflected (scipy's gaussian_filter)."""
-    _require_image(x, "gaussian_blur")
+    require_image(x, "gaussian_blur")
     if sigma <= 0:
         return x
     return _blur(x, float(sigma), float(truncate))
@@ -203,7 +144,7 @@ def _percentile_clip(name: str, pct: float, score: Callable[[jax.Array, Operator
         raise ValueError(f"percentile must be in [0, 100], got {pct}")
 
     def op(z: jax.Array, ctx: OperatorContext) -> jax.Array:
-        _require_image(z, name)
+        require_image(z, name)
         if pct == 0:
             return z
         return _zero_below_percentile(z, score(z, ctx), pct)
@@ -226,20 +167,7 @@ def clip_contribution_percentile(pct: float) -> Operator:
                             lambda z, ctx: jnp.abs(jnp.sum(z * ctx.grad, axis=-1)))
 
 
-DGN_AM_FC6_BOUNDS_FILE = "dgn_am_fc6_bounds_3x.txt"
-
-
-def dgn_am_fc6_bounds() -> np.ndarray:
-    """DGN-AM's released per-unit upper bounds of CaffeNet fc6 codes ("3 sigma"), 4096 integers as float32."""
-    text = importlib.resources.files("jaxviz").joinpath("data", DGN_AM_FC6_BOUNDS_FILE).read_text()
-    bounds = np.asarray([float(v) for v in text.split()], np.float32)
-    if bounds.shape != (4096,):
-        raise ValueError(f"{DGN_AM_FC6_BOUNDS_FILE} holds {bounds.size} values; expected 4096")
-    return bounds
-
-
 __all__ = [
-    "OperatorContext", "Operator", "chain", "l2", "code_l2", "alpha_norm", "tv", "decay", "gaussian_kernel1d",
-    "blur", "gaussian_blur", "clip_value", "clip_code", "clip_norm_percentile", "clip_contribution_percentile",
-    "dgn_am_fc6_bounds",
+    "OperatorContext", "Operator", "chain", "decay", "gaussian_kernel1d", "blur", "gaussian_blur", "clip_value",
+    "clip_code", "clip_norm_percentile", "clip_contribution_percentile",
 ]

@@ -12,18 +12,19 @@ arithmetic.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
-import functools
 from typing import Any, Callable, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
 import optax
 
-from jaxviz.objectives import CODE, IMAGE, Objective, rank_in_layer, unit_values
-from jaxviz.param import Parameterization
-from jaxviz.priors import Operator, OperatorContext
-from jaxviz.transforms import Transform
+from jaxviz.core.fingerprint import value_key
+from jaxviz.core.objectives import CODE, IMAGE, Objective, rank_in_layer, unit_values
+from jaxviz.core.operators import Operator, OperatorContext
+from jaxviz.core.params import Parameterization
+from jaxviz.core.transforms import Transform
 
 NetApply = Callable[[Any, jax.Array, Sequence[str]], dict]
 
@@ -32,14 +33,14 @@ NetApply = Callable[[Any, jax.Array, Sequence[str]], dict]
 class Method:
     """How to optimize: step count, optax update rule, prior operators, robustness transform."""
 
-    steps: int
-    optimizer: optax.GradientTransformation
-    operator: Operator | None = None
-    transform: Transform | None = None
-    stop_on_zero_grad: bool = False  # DGN-AM stops when the gradient is exactly zero
-    images_per_run: int = 1          # >1 for batch objectives such as diversity
-    name: str = "custom"
-    loop: str = "auto"               # "scan" (one device program), "host" (compiled step), see resolve_loop
+    steps: int                              # updates made (a run evaluates the objective steps + 1 times)
+    optimizer: optax.GradientTransformation  # the update rule, fed the gradient of -objective
+    operator: Operator | None = None        # applied to the variable after every update (blur, clip, decay)
+    transform: Transform | None = None      # random robustness transform of the image the network sees
+    stop_on_zero_grad: bool = False         # end a run whose gradient is exactly zero (DGN-AM, Yosinski)
+    images_per_run: int = 1                 # >1 for batch objectives such as diversity
+    name: str = "custom"                    # shown in results and galleries
+    loop: str = "auto"                      # "scan" (one device program), "host" (compiled step): resolve_loop
 
 
 class Result(NamedTuple):
@@ -58,26 +59,6 @@ class Result(NamedTuple):
     best_step: jax.Array          # step of the best image (steps: the final variable)
     failed_step: jax.Array        # first step with a NaN/Inf objective or variable, -1 if none
     stopped_step: jax.Array       # step whose gradient was exactly zero (run stopped), -1 if none
-
-
-# ----- update rules (optax) ---------------------------------------------------------------------------
-
-def scale_by_mean_abs(eps: float = 1e-12) -> optax.GradientTransformation:
-    """Divide the update by its mean absolute value, per run (DGN-AM's and PPGN's normalization)."""
-    def update(updates, state, params=None):
-        del params
-        return jax.tree_util.tree_map(lambda u: u / (jnp.mean(jnp.abs(u)) + eps), updates), state
-    return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
-
-
-def gradient_ascent(learning_rate: float | optax.Schedule) -> optax.GradientTransformation:
-    """Plain gradient ascent ``z += lr * g`` (the loop feeds optax the gradient of ``-objective``)."""
-    return optax.sgd(learning_rate)
-
-
-def normalized_gradient_ascent(learning_rate: float | optax.Schedule) -> optax.GradientTransformation:
-    """``z += lr_i * g / mean|g|`` (DGN-AM, PPGN)."""
-    return optax.chain(scale_by_mean_abs(), optax.scale_by_learning_rate(learning_rate))
 
 
 # ----- one run -----------------------------------------------------------------------------------------
@@ -232,13 +213,31 @@ class CompiledRun:
         return max(p._cache_size() for p in self._programs)
 
 
-@functools.lru_cache(maxsize=64)
+_COMPILED: "collections.OrderedDict[Any, CompiledRun]" = collections.OrderedDict()
+COMPILED_CACHE_SIZE = 64
+
+
 def compiled_run(net_apply: NetApply, objective: Objective, param: Parameterization, method: Method,
                  batched: bool, with_z0: bool) -> CompiledRun:
-    """The compiled run (vmapped over targets, keys and starts when ``batched``), cached per setup.
+    """The compiled run (vmapped over targets, keys and starts when ``batched``), cached by value.
 
-    Returns ``run(net_params, aux_params, targets, keys[, z0]) -> Result``.
+    Returns ``run(net_params, aux_params, targets, keys[, z0]) -> Result``. Two setups that are equal by
+    value (``jaxviz.core.fingerprint.value_key``), such as the same objective built twice, get the same
+    compiled run; the cache keeps the 64 most recently used.
     """
+    key = value_key((net_apply, objective, param, method, batched, with_z0))
+    if key in _COMPILED:
+        _COMPILED.move_to_end(key)
+        return _COMPILED[key]
+    run = _compile_run(net_apply, objective, param, method, batched, with_z0)
+    _COMPILED[key] = run
+    if len(_COMPILED) > COMPILED_CACHE_SIZE:
+        _COMPILED.popitem(last=False)
+    return run
+
+
+def _compile_run(net_apply: NetApply, objective: Objective, param: Parameterization, method: Method,
+                 batched: bool, with_z0: bool) -> CompiledRun:
     parts = run_parts(net_apply, objective, param, method)
     vmap = (lambda f, axes: jax.vmap(f, in_axes=axes)) if batched else (lambda f, axes: f)
     run_axes = (None, None, 0, 0) + ((0,) if with_z0 else ())  # z0, when given, is mapped like the keys
@@ -247,9 +246,7 @@ def compiled_run(net_apply: NetApply, objective: Objective, param: Parameterizat
         program = jax.jit(vmap(_scan_run(parts, method.steps), run_axes))
         return CompiledRun(program, [program])
 
-    init = jax.jit(vmap(parts.init, run_axes))
-    step = jax.jit(vmap(parts.step, (None, None, 0, 0, None)))
-    finish = jax.jit(vmap(parts.finish, (None, None, 0, 0)))
+    init, step, finish = compiled_parts(net_apply, objective, param, method, batched, with_z0)
 
     def run(net_params, aux_params, targets, keys, *z0) -> Result:
         carry = init(net_params, aux_params, targets, keys, *z0)
@@ -258,3 +255,29 @@ def compiled_run(net_apply: NetApply, objective: Objective, param: Parameterizat
         return finish(net_params, aux_params, targets, carry)
 
     return CompiledRun(run, [init, step, finish])
+
+
+_PARTS: "collections.OrderedDict[Any, RunParts]" = collections.OrderedDict()
+
+
+def compiled_parts(net_apply: NetApply, objective: Objective, param: Parameterization, method: Method,
+                   batched: bool = False, with_z0: bool = True) -> RunParts:
+    """The jitted ``init``, ``step`` and ``finish`` of a run (vmapped when ``batched``), cached by value.
+
+    For a driver with host work between steps (inverse-set sampling rounds accept samples between two
+    steps): it calls ``step`` itself, carrying the state. ``compiled_run``'s host driver uses these same
+    programs, so such a driver and a fixed-length host run of an equal setup share one compilation.
+    """
+    key = value_key((net_apply, objective, param, method, batched, with_z0))
+    if key in _PARTS:
+        _PARTS.move_to_end(key)
+        return _PARTS[key]
+    parts = run_parts(net_apply, objective, param, method)
+    vmap = (lambda f, axes: jax.vmap(f, in_axes=axes)) if batched else (lambda f, axes: f)
+    run_axes = (None, None, 0, 0) + ((0,) if with_z0 else ())
+    compiled = RunParts(jax.jit(vmap(parts.init, run_axes)), jax.jit(vmap(parts.step, (None, None, 0, 0, None))),
+                        jax.jit(vmap(parts.finish, (None, None, 0, 0))))
+    _PARTS[key] = compiled
+    if len(_PARTS) > COMPILED_CACHE_SIZE:
+        _PARTS.popitem(last=False)
+    return compiled

@@ -1,50 +1,20 @@
-"""Turning network-space images into pictures: display conversion, PNG files, captioned contact sheets."""
+"""Pictures: display images as PIL images and PNG files, and captioned contact sheets.
+
+Network-space images become display images with ``jaxviz.models.preprocessing.to_display`` (by the
+model's card); everything here takes uint8 display images.
+"""
 
 from __future__ import annotations
 
+import io
 import os
 import pathlib
-from typing import Any, Mapping, Sequence
+from typing import Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from jaxviz.models import preprocessing as caffe_pre
-
-VIEWS = ("photo", "dgn_am")
-# Without a preprocessing card, an image is taken to be in real CaffeNet space.
-CAFFE_BGR = {"channel_order": "BGR", "pixel_scale": 255.0, "mean": "image"}
-
-
-def _mean(pre: Mapping[str, Any], height: int, width: int) -> np.ndarray:
-    """The mean to add back: per-channel values, or the name of a shipped ImageNet mean ("image"/"channel")."""
-    mean = pre.get("mean", 0.0)
-    if isinstance(mean, str) or mean is None:
-        return np.asarray(caffe_pre.resolve_mean(mean, height, width), np.float32)
-    return np.asarray(mean, np.float32)
-
-
-def to_display(x: Any, preprocessing: Mapping[str, Any] | None = None, view: str = "photo") -> np.ndarray:
-    """Network-space image(s) (..., H, W, C) -> uint8 for display: gray (..., H, W) or RGB (..., H, W, 3).
-
-    ``view="photo"`` adds the mean back and clips to the pixel range (the faithful view);
-    ``view="dgn_am"`` is DGN-AM's own: clip to [-120, 120] and stretch linearly, without the mean.
-    """
-    if view not in VIEWS:
-        raise ValueError(f"view must be one of {VIEWS}, got {view!r}")
-    pre = CAFFE_BGR if preprocessing is None else preprocessing
-    x = np.asarray(x, np.float32)
-    scale = 255.0 / float(pre.get("pixel_scale", 255.0))
-    if view == "photo":
-        img = np.clip((x + _mean(pre, x.shape[-3], x.shape[-2])) * scale, 0.0, 255.0)
-    else:
-        clip = caffe_pre.DGN_AM_CLIP
-        img = (np.clip(x, -clip, clip) + clip) * (255.0 / (2 * clip))
-    img = np.rint(img).astype(np.uint8)
-    order = str(pre.get("channel_order", "BGR")).upper()
-    if order == "GRAY":
-        return img[..., 0]
-    return img[..., ::-1] if order == "BGR" else img
+from jaxviz.io.atomic import atomic_write_bytes
 
 
 def to_pil(image: np.ndarray | Image.Image) -> Image.Image:
@@ -58,11 +28,18 @@ def to_pil(image: np.ndarray | Image.Image) -> Image.Image:
 
 
 def save_png(image: np.ndarray | Image.Image, path: str | os.PathLike) -> pathlib.Path:
-    """Write a display image (uint8 array or PIL image) as PNG, creating the folder."""
+    """Write a display image (uint8 array or PIL image) as PNG, atomically, creating the folder."""
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    to_pil(image).save(path, format="PNG")
+    atomic_write_bytes(path, png_bytes(image))
     return path
+
+
+def png_bytes(image: np.ndarray | Image.Image) -> bytes:
+    """A display image encoded as PNG."""
+    buf = io.BytesIO()
+    to_pil(image).save(buf, format="PNG")
+    return buf.getvalue()
 
 
 def _font(size: int) -> ImageFont.ImageFont:
@@ -110,3 +87,6 @@ def contact_sheet(rows: Sequence[Sequence[np.ndarray | Image.Image]],
                 color = caption_colors[r][c] if caption_colors is not None else "black"
                 draw.text((x_of(c) + 1, y + ch + 1), captions[r][c], fill=color, font=font)
     return sheet
+
+
+__all__ = ["to_pil", "save_png", "png_bytes", "contact_sheet"]

@@ -113,6 +113,12 @@ def unit_values(acts: Acts, layer: str, position: Position = "mean") -> jax.Arra
     return a[:, row, col, :]
 
 
+def require_image(x: jax.Array, what: str) -> None:
+    """A clear error when ``what`` (a penalty, operator or transform on images) meets a non-image array."""
+    if x.ndim != 4:
+        raise ValueError(f"{what} needs NHWC images; its tap holds an array of shape {x.shape}")
+
+
 def _index(index: int | None, target: Any) -> Any:
     return target if index is None else index
 

@@ -20,11 +20,53 @@ from typing import Any
 import jax
 import numpy as np
 
-from jaxviz import gallery, inverse_set, render
-from jaxviz.sweep import (CHUNKS, RESULTS, UNITS_DIR, Progress, SweepError, _npz_bytes, _write_or_explain,
-                          atomic_write_bytes, layer_width, model_fingerprint, open_output, unit_labels)
+from jaxviz import inverse_set
+from jaxviz.inverse_set import InverseSetResult
+from jaxviz.io import gallery, images
+from jaxviz.io.atomic import atomic_write_bytes, npz_bytes
+from jaxviz.models import preprocessing as pp
+from jaxviz.workflows.progress import Progress
+from jaxviz.workflows.runfolder import CHUNKS, RESULTS, UNITS_DIR, open_output, write_or_explain
+from jaxviz.workflows.sweep import layer_width, model_fingerprint, unit_labels
 
 FORMAT = "jaxviz-inverse-set-sweep/1"
+
+
+# ----- one inverse set: its contact sheet and folder --------------------------------------------------------
+
+def contact_sheet(result: InverseSetResult, preprocessing: dict | None = None, columns: int = 10,
+                  max_images: int = 100, scale: int = 2, title: str | None = None):
+    """A PIL contact sheet of up to ``max_images`` samples, evenly spaced in acceptance order, with activations."""
+    if len(result.codes) == 0:
+        raise ValueError(f"no samples to show: {result.message}")
+    pick = np.unique(np.linspace(0, len(result.codes) - 1, min(max_images, len(result.codes))).round().astype(int))
+    shown = pp.to_display(result.images[pick], preprocessing)
+    caps = [" ".join(f"{v:.3g}" for v in result.activations[i]) for i in pick]
+    rows = [list(shown[i:i + columns]) for i in range(0, len(pick), columns)]
+    captions = [caps[i:i + columns] for i in range(0, len(pick), columns)]
+    if title is None:
+        ranges = " & ".join(f"{nm} in [{a:g}, {b:g}]" for nm, a, b in zip(result.names, result.z1, result.z2))
+        title = (f"{ranges}: {len(pick)} of {len(result.codes)} samples in acceptance order "
+                 f"({result.sampling_rounds} rounds); caption: activation")
+    return images.contact_sheet(rows, captions, scale=scale, title=title, font_size=10)
+
+
+def save_results(result: InverseSetResult, out_dir: str | os.PathLike, preprocessing: dict | None = None,
+                 extra: dict | None = None) -> pathlib.Path:
+    """Write ``inverse_set.png`` (when there are samples), ``summary.json`` and ``samples.npz`` into ``out_dir``."""
+    out = pathlib.Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if len(result.codes):
+        images.save_png(contact_sheet(result, preprocessing), out / "inverse_set.png")
+    summary = {**result.summary(), **(extra or {})}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    np.savez_compressed(out / "samples.npz", codes=result.codes, images=result.images,
+                        activations=result.activations, encodings=result.encodings, rounds=result.rounds,
+                        order=result.order, lam=result.lam, mu=np.float32(result.mu), z1=result.z1, z2=result.z2)
+    return out
+
+
+# ----- inverse sets over the units of a layer ---------------------------------------------------------------
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,18 +130,18 @@ def sweep_inverse_sets(classifier: Any, generator: Any, config: InverseSetSweepC
 
         def commit() -> None:
             if len(result.codes):
-                render.save_png(render.to_display(result.images[0], pre), out / row["image"])
-                render.save_png(inverse_set.contact_sheet(result, pre), out / UNITS_DIR / f"unit_{u:05d}_set.png")
-            atomic_write_bytes(unit_file(out, u), _npz_bytes({
+                images.save_png(pp.to_display(result.images[0], pre), out / row["image"])
+                images.save_png(contact_sheet(result, pre), out / UNITS_DIR / f"unit_{u:05d}_set.png")
+            atomic_write_bytes(unit_file(out, u), npz_bytes({
                 "codes": result.codes, "activations": result.activations, "rounds": result.rounds,
                 "row": np.frombuffer(json.dumps(row).encode(), np.uint8)}))
-        _write_or_explain(f"unit {u}", commit, out)
+        write_or_explain(f"unit {u}", commit, out)
         bar.update(1)
     bar.close()
     rows = [json.loads(bytes(np.load(unit_file(out, u))["row"]).decode())
             for u in config.units if unit_file(out, u).exists()]
     if len(rows) == len(config.units):
-        _write_or_explain("the results table and gallery", lambda: _finish(out, rows, config), out)
+        write_or_explain("the results table and gallery", lambda: _finish(out, rows, config), out)
     return rows
 
 
@@ -114,4 +156,6 @@ def _finish(out: pathlib.Path, rows: list[dict], config: InverseSetSweepConfig) 
     gallery.write_gallery(out / "index.html", f"jaxviz inverse sets: {config.layer}", [section])
 
 
-__all__ = ["InverseSetSweepConfig", "sweep_inverse_sets", "unit_file", "SweepError"]
+
+
+__all__ = ["InverseSetSweepConfig", "contact_sheet", "save_results", "sweep_inverse_sets", "unit_file"]

@@ -44,7 +44,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxviz.objectives import Position, check_unit, unit_values
+from jaxviz.core.objectives import Position, check_unit, unit_values
+from jaxviz.models import preprocessing as pp
+from jaxviz.models.generator import crop_to_classifier
+from jaxviz.models.model import code_bounds as model_code_bounds
 
 DIVERSITY = ("encoder", "code", "none")
 OPTIMIZERS = ("adam", "sgd")
@@ -160,7 +163,6 @@ class _ModelForward:
         return acts[self.encoder_layer].reshape(x.shape[0], -1), acts
 
     def __call__(self, params: Any, codes: jax.Array) -> Forward:
-        from jaxviz.models.generator import crop_to_classifier
         clf_params, gen_params = params
         x = self.generator.apply({"params": gen_params}, codes, ("deconv0",))["deconv0"]
         x = crop_to_classifier(x, self.generator.config)
@@ -185,26 +187,17 @@ class _ModelInit:
 
 
 def _input_mean(preprocessing: dict, shape: tuple[int, ...]) -> np.ndarray:
-    mean = preprocessing.get("mean", 0.0)
-    if isinstance(mean, str) or mean is None:
-        from jaxviz.models import preprocessing as caffe_pre
-        mean = caffe_pre.resolve_mean(mean, shape[0], shape[1])
-    return np.asarray(mean, np.float32)
+    return pp.mean_array({"mean": 0.0, **preprocessing}, shape[0], shape[1])
 
 
 def default_code_bounds(generator: Any) -> tuple[np.ndarray, np.ndarray | None]:
-    """[0, ub]: codes are fc6 after ReLU; ub = DGN-AM's file (4096 units) or the embedded pair's bounds."""
+    """[0, ub]: codes are fc6 after ReLU; ub by ``jaxviz.models.code_bounds`` (None when none is known)."""
     size = int(generator.config.code_size)
-    lower = np.zeros(size, np.float32)
-    if size == 4096:
-        from jaxviz.priors import dgn_am_fc6_bounds
-        return lower, dgn_am_fc6_bounds()
-    from jaxviz import embedded
-    ub = embedded.code_bounds()
-    code_card = dict((getattr(generator, "metadata", None) or {}).get("code") or {})
-    if ub.shape == (size,) and code_card.get("bounds_file") == "../fc6_bounds.npy":
-        return lower, ub
-    return lower, None
+    try:
+        upper = model_code_bounds(generator)
+    except ValueError:
+        upper = None
+    return np.zeros(size, np.float32), upper
 
 
 def model_problem(classifier: Any, generator: Any, constraints: Sequence[Constraint],
@@ -686,46 +679,10 @@ def diversity_figures(encodings: np.ndarray, images: np.ndarray) -> dict:
             "mean_pairwise_distance_pixels": mean_pairwise_distance(images)}
 
 
-# ----- output -------------------------------------------------------------------------------------------------
-
-def contact_sheet(result: InverseSetResult, preprocessing: dict | None = None, columns: int = 10,
-                  max_images: int = 100, scale: int = 2, title: str | None = None):
-    """A PIL contact sheet of up to ``max_images`` samples, evenly spaced in acceptance order, with activations."""
-    from jaxviz import render
-    if len(result.codes) == 0:
-        raise ValueError(f"no samples to show: {result.message}")
-    pick = np.unique(np.linspace(0, len(result.codes) - 1, min(max_images, len(result.codes))).round().astype(int))
-    shown = render.to_display(result.images[pick], preprocessing)
-    caps = [" ".join(f"{v:.3g}" for v in result.activations[i]) for i in pick]
-    rows = [list(shown[i:i + columns]) for i in range(0, len(pick), columns)]
-    captions = [caps[i:i + columns] for i in range(0, len(pick), columns)]
-    if title is None:
-        ranges = " & ".join(f"{nm} in [{a:g}, {b:g}]" for nm, a, b in zip(result.names, result.z1, result.z2))
-        title = (f"{ranges}: {len(pick)} of {len(result.codes)} samples in acceptance order "
-                 f"({result.sampling_rounds} rounds); caption: activation")
-    return render.contact_sheet(rows, captions, scale=scale, title=title, font_size=10)
-
-
-def save_results(result: InverseSetResult, out_dir: str | os.PathLike, preprocessing: dict | None = None,
-                 extra: dict | None = None) -> pathlib.Path:
-    """Write ``inverse_set.png`` (when there are samples), ``summary.json`` and ``samples.npz`` into ``out_dir``."""
-    from jaxviz import render
-    out = pathlib.Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    if len(result.codes):
-        render.save_png(contact_sheet(result, preprocessing), out / "inverse_set.png")
-    summary = {**result.summary(), **(extra or {})}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    np.savez_compressed(out / "samples.npz", codes=result.codes, images=result.images,
-                        activations=result.activations, encodings=result.encodings, rounds=result.rounds,
-                        order=result.order, lam=result.lam, mu=np.float32(result.mu), z1=result.z1, z2=result.z2)
-    return out
-
-
 __all__ = [
     "Constraint", "Forward", "InverseSetProblem", "InverseSetConfig", "InverseSetResult", "AcceptedStats",
     "problem_from_functions", "model_problem", "check_constraints", "default_code_bounds", "initial_codes",
     "sample", "sample_inverse_set", "constraint_values", "slack", "constraint_penalty", "update_multipliers",
     "pairwise_sq_sum", "accepted_sq_sum", "augmented_lagrangian", "sampling_objective", "is_feasible",
-    "violation", "mean_pairwise_distance", "diversity_figures", "contact_sheet", "save_results",
+    "violation", "mean_pairwise_distance", "diversity_figures",
 ]

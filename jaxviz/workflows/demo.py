@@ -10,19 +10,24 @@ weights with ``--classifier DIR --generator DIR`` or ``JAXVIZ_CLASSIFIER`` / ``J
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import pathlib
 import time
-from typing import Any, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxviz import embedded, gallery, render, sweep
-from jaxviz.models import crop_to_classifier, load
+from jaxviz import inverse_set
+from jaxviz.io import gallery, images
+from jaxviz.models import load, shipped
+from jaxviz.models import preprocessing as pp
+from jaxviz.models.model import Model
+from jaxviz.recipes.generator import reconstruct
+from jaxviz.workflows import sweep
+from jaxviz.workflows.inverse_sets import save_results
 
 PAIRS_PER_ROW = 10
 # Steps per run: the embedded pair converges in far fewer steps than CaffeNet (DGN-AM's 200).
@@ -31,15 +36,14 @@ REAL_STEPS = 200
 ATLAS_METHODS = (("dgn_am", "DGN-AM (generator code)"), ("pixel", "pixel AM with Yosinski et al. 2015 priors (setting 4)"))
 
 
-def make_inversion(clf: Any, gen: Any):
-    """A jitted ``invert(c_params, g_params, x) -> (crop(G(E(x))), labels of x, labels of G(E(x)))``."""
+def make_inversion(clf: Model, gen: Model):
+    """``invert(c_params, g_params, x) -> (crop(G(E(x))), labels of x, labels of G(E(x)))``."""
+    rebuild = reconstruct(clf, gen)
+    labels = jax.jit(lambda params, x: jnp.argmax(clf.function(params, x, ("fc8",))["fc8"], -1))
 
-    @jax.jit
     def invert(c_params, g_params, x):
-        acts = clf.apply(c_params, x, ("fc6", "fc8"))
-        image = crop_to_classifier(gen.apply(g_params, acts["fc6"], ("deconv0",))["deconv0"], gen.config)
-        rec_logits = clf.apply(c_params, image, ("fc8",))["fc8"]
-        return image, jnp.argmax(acts["fc8"], -1), jnp.argmax(rec_logits, -1)
+        image = rebuild(c_params, g_params, x)
+        return image, labels(c_params, x), labels(c_params, image)
 
     return invert
 
@@ -47,8 +51,8 @@ def make_inversion(clf: Any, gen: Any):
 def reconstruction_sheet(originals: np.ndarray, reconstructions: np.ndarray, labels: np.ndarray,
                          pred_x: np.ndarray, pred_rec: np.ndarray, preprocessing: dict, title: str):
     """Contact sheet of (original, G(E(x))) pairs captioned with the classifier's labels; red = wrong label."""
-    orig = render.to_display(originals, preprocessing)
-    rec = render.to_display(reconstructions, preprocessing)
+    orig = pp.to_display(originals, preprocessing)
+    rec = pp.to_display(reconstructions, preprocessing)
     rows, caps, colors = [], [], []
     for start in range(0, len(labels), PAIRS_PER_ROW):
         row, cap, col = [], [], []
@@ -58,23 +62,23 @@ def reconstruction_sheet(originals: np.ndarray, reconstructions: np.ndarray, lab
             col += ["black" if pred_x[i] == labels[i] else "red",
                     "black" if pred_rec[i] == labels[i] else "red"]
         rows.append(row), caps.append(cap), colors.append(col)
-    return render.contact_sheet(rows, caps, caption_colors=colors, scale=2, group=2, group_gap=10, title=title)
+    return images.contact_sheet(rows, caps, caption_colors=colors, scale=2, group=2, group_gap=10, title=title)
 
 
-def run_demo(out_dir: str | pathlib.Path = "out/demo") -> pathlib.Path:
+def run_reconstructions(out_dir: str | pathlib.Path = "out/demo") -> pathlib.Path:
     """G(E(x)) of the shipped held-out digits into reconstructions.png and summary.json; returns the folder."""
     out = pathlib.Path(out_dir)
     clf, gen = load("caffenet"), load("generator")
-    images, labels = embedded.heldout_digits()
-    pre = clf.metadata["preprocessing"]
-    x = embedded.pixels_to_network(images, pre)
+    digits, labels = shipped.heldout_digits()
+    pre = clf.preprocessing
+    x = pp.to_network(digits, pre)
     rec, pred_x, pred_rec = jax.device_get(make_inversion(clf, gen)(clf.params, gen.params, jnp.asarray(x)))
     agreement = float(np.mean(pred_rec == labels))
     title = (f"{len(labels)} held-out MNIST digits x (left of each pair) and their inversions G(E(x)) (right); "
              f"captions: the classifier's label, red where it is not the true label. "
              f"G(E(x)) keeps the label: {np.sum(pred_rec == labels)}/{len(labels)}")
     sheet = reconstruction_sheet(x, rec, labels, pred_x, pred_rec, pre, title)
-    render.save_png(sheet, out / "reconstructions.png")
+    images.save_png(sheet, out / "reconstructions.png")
     summary = {"digits": int(len(labels)), "classifier_accuracy": float(np.mean(pred_x == labels)),
                "label_agreement": agreement,
                "agreement_with_classifier_label": float(np.mean(pred_rec == pred_x)),
@@ -94,8 +98,6 @@ DEMO_INVERSE_SET_SAMPLES = 100
 
 def run_inverse_set_section(out: pathlib.Path, seed: int = 0) -> "gallery.Section":
     """Sample one inverse set of the embedded pair into ``out/inverse_set``; its gallery section."""
-    from jaxviz import inverse_set
-
     clf, gen = load("caffenet"), load("generator")
     layer, unit, z1, z2 = DEMO_INVERSE_SET
     config = inverse_set.InverseSetConfig(n=DEMO_INVERSE_SET_SAMPLES)
@@ -103,7 +105,7 @@ def run_inverse_set_section(out: pathlib.Path, seed: int = 0) -> "gallery.Sectio
     result = inverse_set.sample_inverse_set(clf, gen, [inverse_set.Constraint(layer, unit, z1, z2)],
                                             jax.random.key(seed), config)
     seconds = time.perf_counter() - t0
-    inverse_set.save_results(result, out / "inverse_set", dict(clf.metadata.get("preprocessing") or {}),
+    save_results(result, out / "inverse_set", clf.preprocessing,
                              {"seconds": round(seconds, 1), "seed": seed})
     d = result.diversity
     note = (f"{result.message}, {seconds:.0f} s; mean pairwise distance {d.get('mean_pairwise_distance_E', 0):.3g} in "
@@ -139,24 +141,16 @@ def run_atlas(out_dir: str | os.PathLike = "out/demo", classifier_dir: str | Non
     return out, {"sections": sections, "figures": figures, "real": real}
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m jaxviz demo [--out DIR] [--classifier DIR --generator DIR]``: the atlas and its gallery."""
-    parser = argparse.ArgumentParser(prog="jaxviz demo", description=__doc__.split("\n")[0])
-    parser.add_argument("--out", default="out/demo", help="folder for the results (default: out/demo)")
-    parser.add_argument("--classifier", default=os.environ.get("JAXVIZ_CLASSIFIER"),
-                        help="converted CaffeNet folder (default: $JAXVIZ_CLASSIFIER, else the embedded model)")
-    parser.add_argument("--generator", default=os.environ.get("JAXVIZ_GENERATOR"),
-                        help="converted generator folder (default: $JAXVIZ_GENERATOR, else the embedded model)")
-    parser.add_argument("--steps", type=int, default=None, help=f"steps per run (default {EMBEDDED_STEPS} "
-                        f"embedded, {REAL_STEPS} real)")
-    args = parser.parse_args(argv)
-    if (args.classifier is None) != (args.generator is None):
-        parser.error("give both converted folders (classifier and generator) or neither")
+def run_demo(out_dir: str | os.PathLike = "out/demo", classifier_dir: str | None = None,
+         generator_dir: str | None = None, steps: int | None = None) -> pathlib.Path:
+    """The whole demo: the fc8 atlas, G(E(x)) and one inverse set (embedded pair), one gallery; prints figures."""
+    if (classifier_dir is None) != (generator_dir is None):
+        raise ValueError("give both converted folders (classifier and generator) or neither")
     start = time.perf_counter()
-    out, atlas = run_atlas(args.out, args.classifier, args.generator, args.steps)
+    out, atlas = run_atlas(out_dir, classifier_dir, generator_dir, steps)
     sections = list(atlas["sections"])
     if not atlas["real"]:
-        run_demo(out)
+        run_reconstructions(out)
         summary = json.loads((out / "summary.json").read_text())
         sections.append(gallery.Section(
             "Generator inversion G(E(x)) of held-out digits", [], ["reconstructions.png"],
@@ -173,8 +167,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{method}: {f['units']} classes, target on top for {f['top1']}, {f['units_per_second']} units/s, "
               f"chunk size {f['chunk_size']} on {f['devices']} device(s)")
     print(f"done in {seconds:.0f} s; gallery written to {out}/ (open {page} in a browser)")
-    return 0
+    return out
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
+__all__ = ["ATLAS_METHODS", "make_inversion", "reconstruction_sheet", "run_atlas", "run_demo",
+           "run_inverse_set_section", "run_reconstructions"]

@@ -1,0 +1,76 @@
+"""Everything the package ships as data: the embedded pair's folders, held-out digits and code bounds,
+the ILSVRC mean image, the ImageNet synset labels and DGN-AM's fc6 code bounds.
+
+Each file is read here and nowhere else, through ``importlib.resources``, so an installed wheel, an
+editable checkout and a zipped package all find them. The embedded networks themselves load with
+``jaxviz.models.load("caffenet")`` / ``load("generator")``; how they were trained is in
+``jaxviz/data/embedded/TRAINING.md``.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.resources
+import io
+import pathlib
+
+import numpy as np
+
+EMBEDDED = "embedded"
+EMBEDDED_FOLDERS = {"caffenet": "classifier", "generator": "generator"}
+EMBEDDED_BOUNDS_FILE = "fc6_bounds.npy"
+DIGITS_FILE = "heldout_digits.npz"
+MEAN_IMAGE_FILE = "ilsvrc_2012_mean.npy"
+SYNSET_FILE = "synset_words.txt"
+DGN_AM_FC6_BOUNDS_FILE = "dgn_am_fc6_bounds_3x.txt"
+
+
+def _data(*parts: str):
+    return importlib.resources.files("jaxviz").joinpath("data", *parts)
+
+
+def embedded_dir(architecture: str) -> pathlib.Path:
+    """Folder of the embedded default model of ``architecture`` ("caffenet" or "generator")."""
+    if architecture not in EMBEDDED_FOLDERS:
+        raise ValueError(f"no embedded model of architecture {architecture!r}; known: "
+                         f"{', '.join(EMBEDDED_FOLDERS)}")
+    return pathlib.Path(str(_data(EMBEDDED, EMBEDDED_FOLDERS[architecture])))
+
+
+def embedded_code_bounds() -> np.ndarray:
+    """Per-unit upper bounds of the embedded generator's code (3 std of fc6 over training digits), float32."""
+    return np.load(io.BytesIO(_data(EMBEDDED, EMBEDDED_BOUNDS_FILE).read_bytes())).astype(np.float32)
+
+
+def heldout_digits() -> tuple[np.ndarray, np.ndarray]:
+    """The shipped held-out MNIST digits: images (N, 28, 28) uint8 and labels (N,) int (never trained on)."""
+    with np.load(io.BytesIO(_data(EMBEDDED, DIGITS_FILE).read_bytes())) as f:
+        return f["images"], f["labels"].astype(np.int64)
+
+
+@functools.lru_cache(maxsize=1)
+def mean_image() -> np.ndarray:
+    """The 256x256 ILSVRC 2012 mean image, float32, HWC, BGR (read-only, shared between callers)."""
+    image = np.load(io.BytesIO(_data(MEAN_IMAGE_FILE).read_bytes()))
+    image.setflags(write=False)
+    return image
+
+
+@functools.lru_cache(maxsize=1)
+def synset_labels() -> tuple[str, ...]:
+    """The 1000 ImageNet class names in CaffeNet's fc8 order (``synset_words.txt`` without the ids)."""
+    text = _data(SYNSET_FILE).read_text()
+    return tuple(line.split(" ", 1)[1].strip() for line in text.splitlines() if line.strip())
+
+
+def dgn_am_fc6_bounds() -> np.ndarray:
+    """DGN-AM's released per-unit upper bounds of CaffeNet fc6 codes ("3 sigma"), 4096 integers as float32."""
+    text = _data(DGN_AM_FC6_BOUNDS_FILE).read_text()
+    bounds = np.asarray([float(v) for v in text.split()], np.float32)
+    if bounds.shape != (4096,):
+        raise ValueError(f"{DGN_AM_FC6_BOUNDS_FILE} holds {bounds.size} values; expected 4096")
+    return bounds
+
+
+__all__ = ["embedded_dir", "embedded_code_bounds", "heldout_digits", "mean_image", "synset_labels",
+           "dgn_am_fc6_bounds"]

@@ -1,0 +1,30 @@
+"""Recipes: the seed papers' methods with their original settings, as ready-made ``Preset``s.
+
+"Original" means what the authors' public code does, since that is what reproduces their figures
+(``methods.md``); every departure from it is named in the constructor's docstring.
+
+- ``dgn_am``: Nguyen et al. 2016, optimize the fc6 code of a generator.
+- ``ppgn_sampler``: the PPGN-style Langevin sampler of the survey seed (eq. 11/13).
+- ``yosinski2015``: the four hand-designed-prior settings of Yosinski et al. 2015, Table 1.
+- ``mahendran_vedaldi``: regularized feature inversion with the public code's constants.
+- ``generator_inversion``: ``x = crop(G(E(x0)))`` in one forward pass (the UpconvNet inversion).
+- ``lucid``: the modern libraries' default (Fourier image, Adam, robustness transforms).
+
+``registry`` names them for the CLI, sweeps and the demo.
+"""
+
+from jaxviz.recipes.dgn_am import dgn_am
+from jaxviz.recipes.generator import generator_code, generator_inversion, generator_render, reconstruct
+from jaxviz.recipes.lucid import fourier_image_for, lucid
+from jaxviz.recipes.mahendran_vedaldi import IMAGENET_PIXEL_STD, MV_LAMBDA_TV, mahendran_vedaldi, mv_learning_rates
+from jaxviz.recipes.ppgn import ppgn_condition, ppgn_prior, ppgn_sampler
+from jaxviz.recipes.preset import Preset
+from jaxviz.recipes.registry import METHODS, MethodSpec, build, method_spec
+from jaxviz.recipes.yosinski import YOSINSKI_2015, YosinskiSetting, yosinski2015, yosinski_operator
+
+__all__ = [
+    "Preset", "dgn_am", "ppgn_sampler", "ppgn_prior", "ppgn_condition", "yosinski2015", "YosinskiSetting",
+    "YOSINSKI_2015", "yosinski_operator", "mahendran_vedaldi", "MV_LAMBDA_TV", "IMAGENET_PIXEL_STD",
+    "mv_learning_rates", "lucid", "fourier_image_for", "generator_code", "generator_render",
+    "generator_inversion", "reconstruct", "METHODS", "MethodSpec", "build", "method_spec",
+]
