@@ -5,6 +5,7 @@ The layers, each importing only those below it (``docs/architecture.md``):
 - ``jaxviz.core``: objectives, penalties, operators, transforms, parameterizations, update rules, the loop;
 - ``jaxviz.models``: the CaffeNet and generator ports, ``Model``, ``load``, checkpoints, shipped data;
 - ``jaxviz.io``: atomic files, PNGs and contact sheets, the gallery;
+- ``jaxviz.scoring``: reference sets, a second opinion, the path check, flags; the scored ``visualize``;
 - ``jaxviz.recipes``: the seed papers' methods as presets, and the registry of methods by name;
 - ``jaxviz.inverse_set``: inverse-set sampling;
 - ``jaxviz.workflows``: sweeps, inverse sets over units, the demo; ``jaxviz.cli`` on top.
@@ -14,20 +15,21 @@ Start with ``jaxviz.visualize(model, objective, ...)`` or a recipe's ``preset.vi
 
 __version__ = "0.1.0"
 
-from jaxviz import core, io, models, recipes, inverse_set, workflows  # noqa: E402  (layers, bottom up)
+from jaxviz import core, io, models, scoring, recipes, inverse_set, workflows  # noqa: E402  (layers, bottom up)
 from jaxviz.core import objectives, operators, penalties, transforms, updates  # noqa: E402
 from jaxviz.core.loop import Method, Result  # noqa: E402
 from jaxviz.core.objectives import Objective  # noqa: E402
 from jaxviz.core.params import BoundedPixels, GeneratorCode, NormalizedNoise, Pixels  # noqa: E402
 from jaxviz.core.fourier import FourierImage  # noqa: E402
-from jaxviz.core.run import OptimizationFailed, unit_keys, visualize, visualize_batch  # noqa: E402
+from jaxviz.core.run import OptimizationFailed, optimize, optimize_batch, unit_keys  # noqa: E402
+from jaxviz.scoring import Report, Visualization, visualize, visualize_batch  # noqa: E402
 from jaxviz.models import Model, load  # noqa: E402
 from jaxviz.recipes import Preset  # noqa: E402
 from jaxviz.workflows.sweep import SweepConfig, sweep  # noqa: E402
 
 __all__ = [
-    "__version__", "core", "io", "models", "recipes", "inverse_set", "workflows", "objectives", "operators",
+    "__version__", "core", "io", "models", "scoring", "recipes", "inverse_set", "workflows", "objectives", "operators",
     "penalties", "transforms", "updates", "Method", "Result", "Objective", "BoundedPixels", "GeneratorCode",
-    "NormalizedNoise", "Pixels", "FourierImage", "OptimizationFailed", "unit_keys", "visualize",
-    "visualize_batch", "Model", "load", "Preset", "SweepConfig", "sweep",
+    "NormalizedNoise", "Pixels", "FourierImage", "OptimizationFailed", "optimize", "optimize_batch", "unit_keys",
+    "Report", "Visualization", "visualize", "visualize_batch", "Model", "load", "Preset", "SweepConfig", "sweep",
 ]

@@ -1,15 +1,23 @@
 """The ``jaxviz`` command: ``demo``, ``visualize`` (one unit), ``sweep`` (a layer), ``inverse-set``.
 
 One argument tree: every verb is a subcommand of one parser, and every verb turns an expected failure
-(bad argument, unknown layer, foreign folder) into one line ``jaxviz VERB: problem`` and exit code 2.
+(bad argument, unknown layer, missing or damaged model folder, foreign or unwritable output, a chunk size
+that does not fit in memory) into one line ``jaxviz VERB: problem (place)`` and exit code 2, before the
+long work starts wherever the problem is knowable then. Arguments are checked by range where they are
+parsed (``type=`` validators name the argument); messages quoting user text are cut short.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import math
 import os
+import pathlib
+import re
 import sys
 import time
+import warnings
 from typing import Callable, Sequence
 
 import jax
@@ -19,18 +27,130 @@ from jaxviz import inverse_set
 from jaxviz.core import objectives
 from jaxviz.io import images
 from jaxviz.models import load
+from jaxviz.models.checkpoint import CheckpointError
 from jaxviz.models import preprocessing as pp
 from jaxviz.recipes import registry
 from jaxviz.workflows import demo as demo_job
 from jaxviz.workflows import inverse_sets, sweep as sweeps
-from jaxviz.workflows.runfolder import SweepError
+from jaxviz.workflows.progress import Stage, Stages
+from jaxviz.workflows.devices import is_out_of_memory
+from jaxviz.workflows.runfolder import SweepError, shorten
 
-EXPECTED = (ValueError, IndexError, KeyError, SweepError)
+EXPECTED = (ValueError, IndexError, KeyError, SweepError, CheckpointError, OSError, MemoryError)
+EXIT_ERROR = 2
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse whose errors are the command's one line: ``jaxviz VERB: problem (argument --X)``, exit 2."""
+
+    def error(self, message: str):  # noqa: D401 - argparse's hook
+        m = re.match(r"argument (\S+): (.*)", message, re.S)
+        text = f"{m[2]} (argument {m[1]})" if m else message
+        self.exit(EXIT_ERROR, f"{self.prog}: {shorten(text, 400)}\n")
+
+
+# ----- argument validators (argparse type=): each names the range it wants --------------------------------
+
+def int_arg(low: int, high: int) -> Callable[[str], int]:
+    """An integer in [low, high]."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text.strip(), 10)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {shorten(repr(text), 40)}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be between {low} and {high}, got {shorten(value, 40)}")
+        return value
+    return parse
+
+
+def float_arg(low: float, high: float, low_open: bool = False) -> Callable[[str], float]:
+    """A finite number in [low, high] (or (low, high] with ``low_open``)."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {shorten(repr(text), 40)}") from None
+        if not math.isfinite(value) or not (low < value if low_open else low <= value) or value > high:
+            bracket = "(" if low_open else "["
+            raise argparse.ArgumentTypeError(f"must be a finite number in {bracket}{low:g}, {high:g}], got {value:g}")
+        return value
+    return parse
+
+
+MAX_STEPS = 1_000_000
+SEED = int_arg(0, 2 ** 63 - 1)          # jax.random.key takes a signed 64-bit seed
+STEPS = int_arg(1, MAX_STEPS)
+SCALE = int_arg(1, 32)                   # a 227 px image 32x is 7264 px on a side
+LEARNING_RATE = float_arg(0.0, 100.0, low_open=True)  # Adam moves a code coordinate by about lr per step
+
+
+def range_arg(text: str) -> tuple[float, float]:
+    """``Z1:Z2`` -> (z1, z2), finite, z1 <= z2."""
+    parts = text.split(":")
+    try:
+        z1, z2 = (float(v) for v in parts)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected Z1:Z2 (two numbers), got {shorten(repr(text), 60)}") from None
+    if not (math.isfinite(z1) and math.isfinite(z2)) or z1 > z2:
+        raise argparse.ArgumentTypeError(f"expected finite Z1 <= Z2, got {shorten(text, 60)}")
+    return z1, z2
+
+
+def neuron_arg(text: str) -> "inverse_set.Constraint":
+    try:
+        return parse_neuron(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def check_output_file(path: str | os.PathLike, argument: str = "--out") -> pathlib.Path:
+    """A file to write later: not a folder, not under a file; its folder is created now (proves it writable)."""
+    path = pathlib.Path(path)
+    if path.is_dir():
+        raise ValueError(f"{path} is a folder; give the path of a file to write (argument {argument})")
+    for parent in path.parents:
+        if parent.exists() and not parent.is_dir():
+            raise ValueError(f"{path} lies under {parent}, which is a file, not a folder (argument {argument})")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ValueError(f"cannot create the folder {path.parent}: {err.strerror or err} (argument {argument})") from None
+    if not os.access(path.parent, os.W_OK | os.X_OK):
+        raise ValueError(f"the folder {path.parent} is not writable (argument {argument})")
+    return path
+
+
+def check_output_folder(path: str | os.PathLike, argument: str = "--out") -> pathlib.Path:
+    """A folder to write: not a file, nor under one; writable where it exists."""
+    path = pathlib.Path(path)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{path} is a file, not a folder (argument {argument})")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ValueError(f"{path} lies under {parent}, which is a file, not a folder (argument {argument})")
+            break
+    existing = path if path.exists() else next(p for p in path.parents if p.exists())
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"{existing} is not writable (argument {argument})")
+    return path
+
+
+def describe_error(err: BaseException) -> str:
+    """The one-line text of an expected failure."""
+    if isinstance(err, OSError) and not isinstance(err, (SweepError,)) and err.strerror:
+        return f"{err.strerror}" + (f" ({err.filename})" if err.filename else "")
+    if isinstance(err, MemoryError):
+        return "out of memory" + (f": {err}" if str(err) else "")
+    if isinstance(err, KeyError) and err.args:
+        return str(err.args[0])
+    return str(err) or type(err).__name__
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The whole command line: one parser, one subcommand per verb."""
-    parser = argparse.ArgumentParser(prog="jaxviz", description="Synthesize the preferred inputs of neurons.")
+    parser = OneLineParser(prog="jaxviz", description="Synthesize the preferred inputs of neurons.")
     verbs = parser.add_subparsers(dest="verb", required=True)
     _add_demo(verbs)
     _add_visualize(verbs)
@@ -42,11 +162,24 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse and run a verb; expected failures print one line and return 2."""
     args = build_parser().parse_args(sys.argv[1:] if argv is None else list(argv))
-    try:
-        return args.run(args)
-    except EXPECTED as err:
-        print(f"jaxviz {args.verb}: {err}", file=sys.stderr)
-        return 2
+    prog = f"jaxviz {args.verb}"
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        print(f"{prog}: warning: {shorten(message)}", file=sys.stderr)
+
+    with warnings.catch_warnings():
+        warnings.showwarning = show
+        try:
+            return args.run(args)
+        except EXPECTED as err:
+            print(f"{prog}: {shorten(describe_error(err))}", file=sys.stderr)
+            return EXIT_ERROR
+        except Exception as err:  # a device out of memory surfaces as the runtime's own error type
+            if not is_out_of_memory(err):
+                raise
+            print(f"{prog}: out of memory on the device ({shorten(err, 200)}); use a smaller --chunk-size or "
+                  f"fewer --steps/--n", file=sys.stderr)
+            return EXIT_ERROR
 
 
 def _model_options(p: argparse.ArgumentParser, env: bool = False) -> None:
@@ -70,11 +203,12 @@ def _add_demo(verbs) -> None:
               "G(E(x)) and an inverse set in one static gallery")
     p.add_argument("--out", default="out/demo", help="folder for the results (default: out/demo)")
     _model_options(p, env=True)
-    p.add_argument("--steps", type=int, default=None, help=f"steps per run (default {demo_job.EMBEDDED_STEPS} "
+    p.add_argument("--steps", type=STEPS, default=None, help=f"steps per run (default {demo_job.EMBEDDED_STEPS} "
                    f"embedded, {demo_job.REAL_STEPS} real)")
 
 
 def _run_demo(args) -> int:
+    check_output_folder(args.out)
     demo_job.run_demo(args.out, args.classifier, args.generator, args.steps)
     return 0
 
@@ -88,36 +222,41 @@ def _add_visualize(verbs) -> None:
     p = _verb(verbs, "visualize", _run_visualize,
               help="one unit's preferred input, written as a PNG; embedded pair by default")
     p.add_argument("--layer", default="fc8", help="layer (Caffe blob name, e.g. fc8, fc6, conv5; default fc8)")
-    p.add_argument("--unit", type=int, required=True, help="unit (or channel) index in the layer")
+    p.add_argument("--unit", type=int_arg(0, 2 ** 31 - 1), required=True,
+                   help="unit (or channel) index in the layer")
     p.add_argument("--method", choices=VISUALIZE_METHODS, default="dgn_am",
                    help="; ".join(f"{m}: {registry.METHODS[m].summary}" for m in VISUALIZE_METHODS)
                    + " (default dgn_am)")
-    p.add_argument("--objective", choices=("activation", "log_softmax"), default="activation",
-                   help="raw activation or log-softmax selectivity across the layer (default activation)")
-    p.add_argument("--steps", type=int, default=None, help="steps (default: the method's original count)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--objective", choices=("auto", "raw", "log_softmax"), default="auto",
+                   help="auto: the unit's activation, through its pre-activation for a rectified hidden layer "
+                        "(fc6 -> fc6:pre); raw: exactly the layer named; log_softmax: selectivity across the "
+                        "layer (default auto)")
+    p.add_argument("--steps", type=STEPS, default=None, help="steps (default: the method's original count)")
+    p.add_argument("--seed", type=SEED, default=0)
     _model_options(p)
-    p.add_argument("--scale", type=int, default=None, help="PNG magnification (default: 1, 8 for images < 64 px)")
+    p.add_argument("--scale", type=SCALE, default=None, help="PNG magnification (default: to at least 224 px)")
+    p.add_argument("--image", choices=("best", "final"), default="best",
+                   help="which image to write: the best one seen (what the scores describe) or the last")
     p.add_argument("--out", default=None, help="PNG path (default: out/<layer>_<unit>_<method>.png)")
 
 
 def _run_visualize(args) -> int:
+    check_output_file(args.out or f"out/{args.layer}_{args.unit}_{args.method}.png")
     clf = load("caffenet", args.classifier)
     gen = load("generator", args.generator) if registry.METHODS[args.method].needs_generator else None
-    preset, _ = registry.build(args.method, clf, gen, args.layer, args.steps)
-    make = objectives.unit if args.objective == "activation" else objectives.log_softmax
-    result = preset.visualize(clf, make(args.layer, args.unit, position="center"), jax.random.key(args.seed))
-    image = pp.to_display(np.asarray(result.image)[0], clf.preprocessing)
-    scale = args.scale or (8 if max(image.shape[:2]) < 64 else 1)
-    picture = images.to_pil(image)
-    picture = picture.resize((picture.width * scale, picture.height * scale), resample=0)
+    kind = {"auto": None, "raw": "unit", "log_softmax": "log_softmax"}[args.objective]
+    preset, objective = registry.build(args.method, clf, gen, args.layer, args.steps, kind=kind)
+    sweeps.layer_width(clf, args.layer)  # an unknown layer is named before any work
+    with Stage(f"visualize {args.layer} unit {args.unit} ({args.method})", preset.method.steps) as stage:
+        result = preset.visualize(clf, objective, jax.random.key(args.seed), target=np.int32(args.unit),
+                                  on_step=stage.update)
     out = args.out or f"out/{args.layer}_{args.unit}_{args.method}.png"
-    images.save_png(picture, out)
-    failed = int(np.asarray(result.failed_step))
-    print(f"{args.layer} unit {args.unit}: activation {float(np.asarray(result.final_activation)[0]):.4g}, "
-          f"rank {int(np.asarray(result.rank)[0])} in its layer"
-          + (f", stopped by NaN/Inf at step {failed}" if failed >= 0 else "") + f"; wrote {out}")
-    return 0 if failed < 0 else 1
+    result.save_png(out, which=args.image, scale=args.scale)
+    report = result.report
+    print(report.line() if report is not None else f"{args.layer} unit {args.unit}: done")
+    flags = len(report.flags) if report is not None else 0
+    print(f"wrote {out} ({args.image} image); {flags} flag(s)")
+    return 0
 
 
 # ----- inverse-set ----------------------------------------------------------------------------------------
@@ -125,43 +264,77 @@ def _run_visualize(args) -> int:
 def _add_inverse_set(verbs) -> None:
     p = _verb(verbs, "inverse-set", _run_inverse_set, help="sample inputs whose activation lies in [z1, z2] "
               "(Hada & Carreira-Perpinan 2019); embedded pair by default")
-    p.add_argument("--neuron", action="append", required=True, metavar="LAYER:UNIT:Z1:Z2[:ROW,COL|center|mean]",
+    p.add_argument("--neuron", action="append", required=True, type=neuron_arg, metavar="LAYER:UNIT:Z1:Z2[:ROW,COL|center|mean]",
                    help="a constrained neuron; repeat for an intersection (e.g. fc8:3:10:15)")
-    p.add_argument("--n", type=int, default=500, help="samples (default 500)")
-    p.add_argument("--k", type=int, default=10, help="codes per round (default 10)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--lr", type=float, default=0.1, help="Adam step in code units (default 0.1)")
+    p.add_argument("--n", type=int_arg(1, 1_000_000), default=500, help="samples (default 500)")
+    p.add_argument("--k", type=int_arg(1, 100_000), default=10, help="codes per round (default 10)")
+    p.add_argument("--seed", type=SEED, default=0)
+    p.add_argument("--lr", type=LEARNING_RATE, default=0.1, help="Adam step in code units, in (0, 100] (default 0.1)")
     p.add_argument("--diversity", choices=("encoder", "code", "none"), default="encoder")
     p.add_argument("--joint", action="store_true", help="optimize all n together (eq. 15; small n)")
-    p.add_argument("--inner-steps", type=int, default=100, help="gradient steps per outer iteration (default 100)")
-    p.add_argument("--max-outer", type=int, default=8)
-    p.add_argument("--max-rounds", type=int, default=1000)
+    p.add_argument("--inner-steps", type=STEPS, default=100, help="gradient steps per outer iteration (default 100)")
+    p.add_argument("--max-outer", type=int_arg(1, 100_000), default=8)
+    p.add_argument("--max-rounds", type=int_arg(1, 10_000_000), default=1000)
     _model_options(p)
-    p.add_argument("--out", default="out/inverse_set", help="folder for the results (default: out/inverse_set)")
+    p.add_argument("--out", default="out/inverse_set", help="folder for the results (default: out/inverse_set); "
+                   "an existing one is replaced only when it holds the same job's results, or with --force")
+    p.add_argument("--force", action="store_true", help="replace whatever --out holds (once the new results are "
+                   "complete)")
 
 
 def parse_neuron(text: str) -> inverse_set.Constraint:
-    """``LAYER:UNIT:Z1:Z2[:POSITION]`` -> a Constraint (POSITION: center, mean or ROW,COL)."""
+    """``LAYER:UNIT:Z1:Z2[:POSITION]`` -> a Constraint (POSITION: center, mean or ROW,COL).
+
+    Every part is checked: a layer name, a unit >= 0, finite Z1 <= Z2, a known position; ``ValueError``
+    naming the part otherwise.
+    """
+    shown = shorten(repr(text), 80)
     parts = text.split(":")
     if len(parts) not in (4, 5):
-        raise ValueError(f"--neuron {text!r}: expected LAYER:UNIT:Z1:Z2[:POSITION]")
-    position = "center" if len(parts) == 4 else parts[4]
-    if "," in position:
-        position = tuple(int(v) for v in position.split(","))
-    return inverse_set.Constraint(parts[0], int(parts[1]), float(parts[2]), float(parts[3]), position)
+        raise ValueError(f"--neuron {shown}: expected LAYER:UNIT:Z1:Z2[:POSITION]")
+    layer = parts[0].strip()
+    if not layer:
+        raise ValueError(f"--neuron {shown}: the layer name is empty")
+    try:
+        unit = int(parts[1], 10)
+    except ValueError:
+        raise ValueError(f"--neuron {shown}: unit {shorten(repr(parts[1]), 40)} is not an integer") from None
+    if not 0 <= unit < 2 ** 31:
+        raise ValueError(f"--neuron {shown}: unit must be >= 0")
+    try:
+        z1, z2 = float(parts[2]), float(parts[3])
+    except ValueError:
+        raise ValueError(f"--neuron {shown}: Z1 and Z2 must be numbers") from None
+    if not (math.isfinite(z1) and math.isfinite(z2)) or z1 > z2:
+        raise ValueError(f"--neuron {shown}: expected finite Z1 <= Z2, got [{z1:g}, {z2:g}]")
+    position: str | tuple[int, int] = "center" if len(parts) == 4 else parts[4].strip()
+    if isinstance(position, str) and position not in ("center", "mean"):
+        try:
+            row, col = (int(v, 10) for v in position.split(","))
+        except ValueError:
+            raise ValueError(f"--neuron {shown}: position {shorten(repr(position), 40)} is not center, mean or "
+                             f"ROW,COL") from None
+        if row < 0 or col < 0:
+            raise ValueError(f"--neuron {shown}: position ROW,COL must be >= 0")
+        position = (row, col)
+    return inverse_set.Constraint(layer, unit, z1, z2, position)
 
 
 def _run_inverse_set(args) -> int:
     start = time.perf_counter()
-    constraints = [parse_neuron(t) for t in args.neuron]
+    constraints = list(args.neuron)  # parsed and checked by neuron_arg
     config = inverse_set.InverseSetConfig(
         k=args.k, n=args.n, lr=args.lr, diversity=args.diversity, joint=args.joint,
         inner_steps=args.inner_steps, max_outer=args.max_outer, max_rounds=args.max_rounds)
     clf, gen = load("caffenet", args.classifier), load("generator", args.generator)
-    result = inverse_set.sample_inverse_set(clf, gen, constraints, jax.random.key(args.seed), config)
+    job = inverse_sets.results_job(clf, gen, constraints, config, args.seed)
+    inverse_sets.check_results_folder(args.out, job, args.force)  # refused before the sampling, not after
+    with Stages("inverse-set: ", unit="") as progress:
+        result = inverse_set.sample_inverse_set(clf, gen, constraints, jax.random.key(args.seed), config,
+                                                progress=progress)
     seconds = time.perf_counter() - start
     out = inverse_sets.save_results(result, args.out, clf.preprocessing,
-                                    {"seconds": round(seconds, 1), "seed": args.seed})
+                                    {"seconds": round(seconds, 1), "seed": args.seed}, job=job, force=args.force)
     print(f"{result.message} ({seconds:.0f} s); results written to {out}/")
     return 0 if result.status == "ok" else 1
 
@@ -176,13 +349,18 @@ def _add_sweep(verbs) -> None:
     p.add_argument("--method", default="dgn_am", choices=(*sweeps.METHODS, "inverse_set"),
                    help="; ".join(f"{m}: {registry.METHODS[m].summary}" for m in sweeps.METHODS)
                    + "; inverse_set: samples with activation in --range, per unit")
-    p.add_argument("--range", default=None, metavar="Z1:Z2", help="activation range, for --method inverse_set")
-    p.add_argument("--n", type=int, default=50, help="samples per unit, for --method inverse_set (default 50)")
-    p.add_argument("--steps", type=int, default=200)
-    p.add_argument("--seeds-per-unit", type=int, default=1)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--chunk-size", type=int, default=None, help="runs per compiled chunk (default: from memory)")
-    p.add_argument("--max-chunks", type=int, default=None, help="stop after this many chunks (rerun resumes)")
+    p.add_argument("--range", type=range_arg, default=None, metavar="Z1:Z2",
+                   help="activation range, for --method inverse_set")
+    p.add_argument("--n", type=int_arg(1, 1_000_000), default=50,
+                   help="samples per unit, for --method inverse_set (default 50)")
+    p.add_argument("--steps", type=STEPS, default=200)
+    p.add_argument("--seeds-per-unit", type=int_arg(1, 10_000), default=1)
+    p.add_argument("--seed", type=SEED, default=0)
+    p.add_argument("--chunk-size", type=int_arg(1, 1_000_000), default=None,
+                   help="runs per compiled chunk (default: from memory); one that does not fit in the free "
+                        "device memory is refused")
+    p.add_argument("--max-chunks", type=int_arg(1, 10_000_000), default=None,
+                   help="stop after this many chunks (rerun resumes)")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="progress bar (default: on a terminal outside CI)")
     _model_options(p)
@@ -190,6 +368,7 @@ def _add_sweep(verbs) -> None:
 
 
 def _run_sweep(args) -> int:
+    check_output_folder(args.out)
     if args.method == "inverse_set":
         return _run_inverse_set_sweep(args)
     clf, gen = load("caffenet", args.classifier), load("generator", args.generator)
@@ -199,15 +378,28 @@ def _run_sweep(args) -> int:
     s = sweeps.sweep(clf, gen, config, args.out, progress=args.progress, max_chunks=args.max_chunks)
     done = (s.out_dir / "index.html").exists()
     print(f"{s.computed} of {s.runs} runs computed now, chunk size {s.chunk_size} on {s.devices} device(s), "
-          f"{s.units_per_second:.2f} units/s")
-    print(f"gallery: {s.out_dir / 'index.html'}" if done else "not finished; run the same command to resume")
+          f"{s.units_per_second:.2f} runs/s")
+    if not done:
+        busy = getattr(s, "busy", ())
+        if busy:
+            print(f"{len(busy)} chunk(s) are being computed by other processes ({shorten('; '.join(busy), 300)}); "
+                  f"the last one to finish writes the gallery (or run the same command again then)")
+        else:
+            print("not finished; run the same command to resume")
+        return 0
+    rows = [json.loads(line) for line in (s.out_dir / "results.jsonl").read_text().splitlines()]
+    counts = sweeps.flag_counts(rows)
+    print(f"flags: {', '.join(f'{k} {v}' for k, v in counts.items()) if counts else 'none'} "
+          f"({sum(1 for r in rows if r.get('flags'))} of {len(rows)} runs flagged; reasons and fixes in "
+          f"results.jsonl)")
+    print(f"gallery: {s.out_dir / 'index.html'}")
     return 0
 
 
 def _run_inverse_set_sweep(args) -> int:
-    if not args.range or args.range.count(":") != 1:
-        raise ValueError("--method inverse_set needs --range Z1:Z2")
-    z1, z2 = (float(v) for v in args.range.split(":"))
+    if args.range is None:
+        raise ValueError("--method inverse_set needs --range Z1:Z2 (argument --range)")
+    z1, z2 = args.range
     clf, gen = load("caffenet", args.classifier), load("generator", args.generator)
     units = sweeps.parse_units(args.units, sweeps.layer_width(clf, args.layer))
     config = inverse_sets.InverseSetSweepConfig(args.layer, units, z1, z2, n=args.n, seed=args.seed)

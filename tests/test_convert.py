@@ -53,13 +53,15 @@ def test_cli_writes_a_folder_that_load_reads(tiny_files, tmp_path):
     np.testing.assert_allclose(np.asarray(probs).sum(), 1.0, rtol=1e-5)
 
 
-def test_cli_reports_bad_input_with_exit_status_1(tmp_path):
+def test_cli_reports_bad_input_with_exit_status_2(tmp_path):
     bad = tmp_path / "broken.caffemodel"
     bad.write_bytes(b"\x0a\x05LeN")  # a name field cut short
     done = subprocess.run([sys.executable, "-m", "weights_convert", "caffenet", str(bad), str(tmp_path / "o")],
                           capture_output=True, text=True, timeout=300)
-    assert done.returncode == 1
+    assert done.returncode == 2  # one line "weights_convert: problem (place)", as every verb of jaxviz
+    assert done.stderr.startswith("weights_convert: ") and done.stderr.count("\n") == 1
     assert "broken.caffemodel" in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "o").exists() and [p.name for p in tmp_path.iterdir()] == ["broken.caffemodel"]
 
 
 def test_truncated_caffemodel_names_the_file(tiny_files, tmp_path):

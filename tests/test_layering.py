@@ -17,10 +17,11 @@ PACKAGES = ("jaxviz", "weights_convert")
 LAYERS = {
     "jaxviz.core": 0, "jaxviz.models": 0,
     "jaxviz.io": 1,
-    "jaxviz.recipes": 2,
-    "jaxviz.inverse_set": 3,
-    "jaxviz.workflows": 4, "jaxviz.training": 4,
-    "jaxviz.cli": 5, "jaxviz.__main__": 6, "jaxviz": 6,
+    "jaxviz.scoring": 2,
+    "jaxviz.recipes": 3,
+    "jaxviz.inverse_set": 4,
+    "jaxviz.workflows": 5, "jaxviz.training": 5,
+    "jaxviz.cli": 6, "jaxviz.__main__": 7, "jaxviz": 7,
 }
 
 

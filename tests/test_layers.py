@@ -100,3 +100,157 @@ def test_leaky_relu():
     x = np.array([-2.0, -0.5, 0.0, 1.5], np.float32)
     np.testing.assert_allclose(layers.leaky_relu(x), [0, 0, 0, 1.5])
     np.testing.assert_allclose(layers.leaky_relu(x, 0.3), [-0.6, -0.15, 0, 1.5], rtol=1e-6)
+
+
+# ----- the speed forms: each against the reference form (jax.lax) and Caffe's closed form -------------------
+
+import jax  # noqa: E402
+from jax import lax  # noqa: E402
+
+# (H, W, C_in, C_out, k, stride, pad, groups): conv1's shape class (11x11 stride 4, 3 channels), grouped, padded,
+# strides that do not divide the kernel or the input, 1x1.
+CONV_FORM_CASES = [
+    (35, 31, 3, 8, 11, 4, 0, 1),
+    (9, 8, 6, 4, 3, 2, 1, 2),
+    (9, 8, 3, 5, 5, 1, 2, 1),
+    (8, 9, 3, 2, 4, 3, 0, 1),
+    (7, 7, 8, 4, 1, 1, 0, 1),
+    (13, 13, 6, 6, 3, 1, 1, 3),
+]
+
+
+def _lax_conv(x, k, s, p, g):
+    return lax.conv_general_dilated(x, k, (s, s), [(p, p), (p, p)], dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                                    feature_group_count=g)
+
+
+def _value_and_grads(f, x, kern, ct):
+    """f(x, kernel) and the gradients of <f, ct> in x and the kernel, in one compiled program."""
+    return jax.jit(lambda v, kk: (f(v, kk), jax.grad(lambda a, b: jnp_sum(f(a, b) * ct), argnums=(0, 1))(v, kk)))(
+        x, kern)
+
+
+@pytest.mark.parametrize("h,w,c_in,c_out,k,s,p,g", CONV_FORM_CASES)
+def test_conv2d_forms_match_reference_forward_and_gradient(h, w, c_in, c_out, k, s, p, g):
+    x = _rand(2, h, w, c_in, seed=7)
+    kern = _rand(k, k, c_in // g, c_out, seed=8)
+    ct = _rand(*jax.eval_shape(lambda: _lax_conv(x, kern, s, p, g)).shape, seed=9)
+    want, grads_want = _value_and_grads(lambda v, kk: _lax_conv(v, kk, s, p, g), x, kern, ct)
+    for form in layers.FORMS["conv"]:
+        got, grads = _value_and_grads(
+            lambda v, kk: layers.conv2d(v, kk, None, (s, s), (p, p), groups=g, form=form), x, kern, ct)
+        assert got.shape == want.shape, form
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4, err_msg=form)
+        for a, b in zip(grads, grads_want):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-4, err_msg=form)
+
+
+def jnp_sum(v):
+    return v.sum()
+
+
+@pytest.mark.parametrize("form", layers.FORMS["conv"])
+def test_conv2d_forms_match_caffe(form):
+    x = _rand(2, 19, 17, 3, seed=10)
+    w = _rand(4, 3, 7, 7, seed=11)
+    b = _rand(4, seed=12)
+    got = np.asarray(jax.jit(lambda v: layers.conv2d(v, conv_kernel(w), b, (3, 3), (1, 1), form=form))(x))
+    np.testing.assert_allclose(got, ref.nhwc(ref.conv(ref.nchw(x), w, b, 3, 1, 1)), rtol=1e-4, atol=1e-4)
+
+
+def _lax_deconv(x, k, s, p, g):
+    kh = k.shape[0]
+    return lax.conv_general_dilated(x, k, (1, 1), [(kh - 1 - p,) * 2] * 2, lhs_dilation=(s, s),
+                                    dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=g)
+
+
+@pytest.mark.parametrize("c_in,c_out,k,s,p,g", [(4, 6, 4, 2, 1, 1), (8, 3, 4, 2, 1, 1), (6, 4, 4, 2, 1, 2),
+                                                (3, 5, 3, 1, 1, 1), (2, 3, 3, 2, 0, 1), (4, 6, 3, 3, 1, 2),
+                                                (3, 3, 2, 3, 0, 1)])
+def test_deconv2d_forms_match_reference_forward_and_gradient(c_in, c_out, k, s, p, g):
+    x = _rand(2, 5, 6, c_in, seed=13)
+    kern = _rand(k, k, c_in // g, c_out, seed=14)
+    ct = _rand(*jax.eval_shape(lambda: _lax_deconv(x, kern, s, p, g)).shape, seed=15)
+    want, grads_want = _value_and_grads(lambda v, kk: _lax_deconv(v, kk, s, p, g), x, kern, ct)
+    for form in layers.FORMS["deconv"]:
+        got, grads = _value_and_grads(
+            lambda v, kk: layers.deconv2d(v, kk, None, (s, s), (p, p), groups=g, form=form), x, kern, ct)
+        assert got.shape == want.shape, form
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4, err_msg=form)
+        for a, b in zip(grads, grads_want):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-4, err_msg=form)
+
+
+def test_unknown_form_is_refused():
+    x, k = _rand(1, 5, 5, 2), _rand(3, 3, 2, 2)
+    with pytest.raises(ValueError, match="unknown form"):
+        layers.conv2d(x, k, None, form="winograd")
+    with pytest.raises(ValueError, match="unknown form"):
+        layers.deconv2d(x, k, None, (2, 2), form="winograd")
+
+
+def test_default_forms_by_shape_on_cpu():
+    if jax.default_backend() != "cpu":
+        pytest.skip("the shape rules are XLA:CPU's")
+    assert layers.conv_form((8, 227, 227, 3), (11, 11, 3, 96), (4, 4)) == layers.CONV1_FORM
+    assert layers.conv_form((8, 27, 27, 96), (5, 5, 48, 256), (1, 1), groups=2) == "split"
+    assert layers.conv_form((8, 13, 13, 256), (3, 3, 256, 384), (1, 1)) == "im2col"
+    assert layers.conv_form((8, 32, 32, 128), (3, 3, 128, 128), (1, 1)) == "direct"
+    assert layers.deconv_form((8, 128, 128, 32), (4, 4, 32, 3), (2, 2)) == "direct"
+    assert layers.deconv_form((8, 64, 64, 64), (4, 4, 64, 32), (2, 2)) == "phases"
+
+
+def _caffe_max_pool_grad(x, g, k, s, p):
+    """Caffe's MaxPoolingLayer backward, transcribed: each window's first maximum (row-major scan, ``>``)
+    takes the window's gradient; padding never wins."""
+    n, c, h, w = x.shape
+    oh, ow = ref.pooled_size(h, k, s, p), ref.pooled_size(w, k, s, p)
+    dx = np.zeros_like(x, dtype=np.float64)
+    for b in range(n):
+        for ch in range(c):
+            for i in range(oh):
+                for j in range(ow):
+                    hs, ws = i * s - p, j * s - p
+                    he, we = min(hs + k, h), min(ws + k, w)
+                    hs, ws = max(hs, 0), max(ws, 0)
+                    best, arg = -np.inf, None
+                    for yy in range(hs, he):
+                        for xx in range(ws, we):
+                            if x[b, ch, yy, xx] > best:
+                                best, arg = x[b, ch, yy, xx], (yy, xx)
+                    dx[b, ch, arg[0], arg[1]] += g[b, ch, i, j]
+    return dx
+
+
+@pytest.mark.parametrize("tied", [False, True])
+@pytest.mark.parametrize("h,w,k,s,p", POOL_CASES)
+def test_max_pool_gradient_matches_xla_and_caffe(h, w, k, s, p, tied):
+    x = _rand(2, h, w, 3, seed=h * w + 2)
+    if tied:  # few distinct values: most windows hold several maxima, and whole tied windows
+        x = np.round(x).astype(np.float32)
+        x[0, : h // 2] = 1.0
+    y = layers.max_pool(x, (k, k), (s, s), (p, p))
+    g = _rand(*y.shape, seed=3)
+    padding = tuple(tuple(q) for q in layers._pool_padding((h, w), (k, k), (s, s), (p, p)))
+    got = jax.jit(jax.grad(lambda v: jnp_sum(layers.max_pool(v, (k, k), (s, s), (p, p)) * g)))(x)
+    want = jax.jit(jax.grad(lambda v: jnp_sum(lax.reduce_window(v, -np.inf, lax.max, (1, k, k, 1), (1, s, s, 1),
+                                                                ((0, 0), *padding, (0, 0))) * g)))(x)
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+    caffe = ref.nhwc(_caffe_max_pool_grad(ref.nchw(x), ref.nchw(np.asarray(g)), k, s, p))
+    np.testing.assert_allclose(got, caffe, rtol=1e-5, atol=1e-5)
+
+
+def test_max_pool_gradient_on_a_constant_input_goes_to_each_windows_first_element():
+    x = np.ones((1, 5, 5, 1), np.float32)
+    got = np.asarray(jax.grad(lambda v: layers.max_pool(v, (3, 3), (2, 2)).sum())(x))[0, :, :, 0]
+    want = np.zeros((5, 5))
+    want[0, 0] = want[0, 2] = want[2, 0] = want[2, 2] = 1.0   # windows start at rows/cols 0 and 2
+    np.testing.assert_array_equal(got, want)
+
+
+def test_max_pool_gradient_under_vmap_and_jit():
+    x = _rand(3, 2, 11, 11, 4, seed=5)
+    f = jax.jit(jax.vmap(jax.grad(lambda v: (layers.max_pool(v, (3, 3), (2, 2)) ** 2).sum())))
+    want = jax.vmap(jax.grad(lambda v: (lax.reduce_window(v, -np.inf, lax.max, (1, 3, 3, 1), (1, 2, 2, 1),
+                                                          "VALID") ** 2).sum()))(x)
+    np.testing.assert_allclose(f(x), want, rtol=1e-6, atol=1e-6)

@@ -14,7 +14,8 @@ from jaxviz.models.model import Model
 from jaxviz.core.loop import Method
 from jaxviz.core.updates import gradient_ascent, normalized_gradient_ascent
 from jaxviz.core.params import Pixels
-from jaxviz.core.run import OptimizationFailed, unit_keys, visualize, visualize_batch
+from jaxviz.core.run import OptimizationFailed, unit_keys
+from jaxviz.core.run import optimize as visualize, optimize_batch as visualize_batch
 
 SMALL = CaffeNetConfig(input_size=28, in_channels=1,
                        convs=(ConvSpec(8, 5, 1, 2, 1), ConvSpec(8, 5, 1, 2, 2), ConvSpec(8, 3, 1, 1, 1),

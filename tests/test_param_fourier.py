@@ -14,7 +14,7 @@ from jaxviz.recipes import fourier_image_for
 
 def caffe_fourier(height: int, width: int, **kwargs) -> FourierImage:
     """A FourierImage in real CaffeNet space (no card: BGR, 0-255, the ImageNet channel means)."""
-    return fourier_image_for(height, width, None, **kwargs)
+    return fourier_image_for(height, width, None, **{"offset": 0.0, **kwargs})  # Lucid starts at mid-grey
 
 
 def lucid_reference(z: np.ndarray, h: int, w: int, decay_power: float, decorrelate: bool) -> np.ndarray:
@@ -108,7 +108,7 @@ def test_low_frequencies_dominate_random_init(decay_power, low_over_high):
 
 
 def test_one_channel_network():
-    p = fourier_image_for(28, 28, {"channel_order": "gray", "mean": [33.3], "pixel_scale": 255.0})
+    p = fourier_image_for(28, 28, {"channel_order": "gray", "mean": [33.3], "pixel_scale": 255.0}, offset=0.0)
     assert p.channels == 1 and p.mean == (33.3,)
     z = p.init(jax.random.key(0), 2)
     assert z.shape == (2, 1, 28, 15, 2)
@@ -128,3 +128,14 @@ def test_mean_defaults_and_validation():
     with pytest.raises(ValueError):
         FourierImage(8, 8, mean=(1.0, 2.0))
     hash(FourierImage(8, 8, mean=[1.0, 2.0, 3.0]))  # frozen and hashable: usable as a static jit argument
+
+
+def test_image_starts_at_the_cards_mean_colour():
+    """Without an offset a Fourier image starts mid-grey (Lucid); fitted to a card, at the data's mean."""
+    gray = fourier_image_for(28, 28, {"channel_order": "gray", "mean": [33.0], "pixel_scale": 255.0}, sd=0.0)
+    start = np.asarray(gray.render(None, gray.init(jax.random.key(0), 1)))
+    np.testing.assert_allclose(start, 0.0, atol=1e-3)  # network space: mean subtracted, so 0 is the mean
+    bgr = fourier_image_for(8, 8, None, sd=0.0)
+    np.testing.assert_allclose(np.asarray(bgr.render(None, bgr.init(jax.random.key(0), 1))), 0.0, atol=1e-3)
+    grey = FourierImage(8, 8, channels=1, sd=0.0)
+    np.testing.assert_allclose(np.asarray(grey.render(None, grey.init(jax.random.key(0), 1))), 127.5, atol=1e-3)

@@ -18,7 +18,7 @@ from jaxviz.core.loop import Method
 from jaxviz.core.updates import normalized_gradient_ascent
 from jaxviz.core.params import Pixels
 from jaxviz.training.mnist import load_idx
-from jaxviz.core.run import visualize_batch
+from jaxviz.core.run import optimize_batch as visualize_batch
 from weights_convert import load_caffe
 
 N_STARTS = 40  # four per class

@@ -19,7 +19,7 @@ from jaxviz.recipes import registry
 from jaxviz.workflows import devices, runfolder
 from jaxviz.workflows import sweep as sw
 from jaxviz.models import load
-from jaxviz.core.run import unit_keys, visualize
+from jaxviz.core.run import optimize as visualize, unit_keys
 
 from tests.conftest import REPO
 
@@ -96,8 +96,8 @@ def test_sweep_of_64_units_equals_64_single_runs(models, tmp_path):
     config = sw.SweepConfig("fc6", tuple(range(64)), "pixel", steps=4, chunk_size=24)  # 3 chunks, last short
     sw.sweep(clf, gen, config, tmp_path / "s", progress=False)
     data = sw.load_chunks(tmp_path / "s")
-    preset, _ = registry.build("pixel", clf, gen, "fc6", 4)
-    objective = objectives.unit("fc6")
+    preset, objective = registry.build("pixel", clf, gen, "fc6", 4)
+    assert objective.unit_layer == "fc6:pre"  # a rectified layer is optimized through its pre-activation
     targets, keys = unit_keys(0, range(64))
     for i in range(64):
         single = visualize(clf, objective, preset.param, key=keys[i], method=preset.method, target=targets[i])

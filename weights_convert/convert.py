@@ -3,21 +3,42 @@
 The architecture of CaffeNet and of the fc6 generator is known, so the prototxt is optional: without
 one, the released sizes are assumed; with one, the sizes are read from it (a scaled-down CaffeNet
 converts too) and any disagreement with the weights is reported layer by layer.
+
+Nothing is lost and nothing is silent:
+
+- The folder is built whole in a temporary sibling (``.NAME.tmp-PID@HOST``) and moved into place with
+  ``jaxviz.io.atomic.replace_dir``; an existing folder is replaced only once the new one is complete, so
+  a failure (a full disk, a bad file, SIGKILL) leaves it as it was.
+- An existing folder is replaced only when it holds a converted model of the same architecture; any
+  other non-empty folder (another architecture, a user's files, a damaged model) is refused with a
+  message saying what it holds, unless ``force=True`` (``--force``).
+- The card records a sha256 per parameter array (``jaxviz.models.checkpoint``), which ``load`` checks.
+- NaN or Inf in a converted blob is an error naming the layer and blob: such weights make every
+  activation that reads them NaN, so no visualization of the model can work, and a trained Caffe model
+  never holds them unless its file is damaged or its training diverged. ``allow_nonfinite=True``
+  (``--allow-nonfinite``) converts anyway, with a warning, and records the count in the card.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import pathlib
+import shutil
+import warnings
 from typing import Any, Callable
 
+import numpy as np
+
+from jaxviz.io.atomic import clean_stale, replace_dir, tmp_path
 from jaxviz.models import checkpoint
 from jaxviz.models.caffenet import CaffeNetConfig, ConvSpec
 from jaxviz.models.generator import DECONV_LAYERS, FC_LAYERS, DeconvSpec, GeneratorConfig
 from weights_convert.layouts import caffenet_params, generator_params
 from weights_convert.caffemodel import read_caffemodel
-from weights_convert.errors import ConversionError, ModelMismatchError
+from weights_convert.errors import (ConversionError, ModelMismatchError, NonFiniteWeightsError, OutputFolderError,
+                                     UnsupportedLayerError)
 from weights_convert.netspec import (LayerSpec, NetSpec, attach_weights, conv_params, first,
                                      lrn_params, pool_params, repeated)
 from weights_convert.prototxt import read_prototxt
@@ -53,19 +74,48 @@ def _input_size(spec: NetSpec, default: int) -> tuple[int, int]:
     return int(shape[1]), int(shape[2])
 
 
+def _fc_width(spec: NetSpec, name: str) -> int:
+    width = first(_require(spec, name, "InnerProduct").param("inner_product_param"), "num_output")
+    if not isinstance(width, int) or not 1 <= width <= 2 ** 31 - 1:
+        raise ModelMismatchError(f"inner_product_param.num_output must be an integer between 1 and 2^31-1, got "
+                                 f"{str(width)[:40]}", file=spec.source, layer=name)
+    return width
+
+
+def _plain_conv(spec: NetSpec, name: str, layer_type: str):
+    """A convolution without the options CaffeNet and the generator do not have (dilation, no bias)."""
+    try:
+        p = conv_params(_require(spec, name, layer_type))
+    except UnsupportedLayerError as err:
+        raise err.located(file=spec.source) from None
+    if p.dilation != (1, 1):
+        raise ModelMismatchError(f"dilation {p.dilation} is not supported here (the network has none)",
+                                 file=spec.source, layer=name)
+    if not p.bias_term:
+        raise ModelMismatchError("bias_term: false is not supported here (the network has biases)",
+                                 file=spec.source, layer=name)
+    return p
+
+
 def caffenet_config_from_spec(spec: NetSpec) -> CaffeNetConfig:
     """The ``CaffeNetConfig`` a CaffeNet-topology prototxt describes (sizes, groups, pooling, LRN)."""
     convs = []
     for i in range(1, 6):
-        p = conv_params(_require(spec, f"conv{i}", "Convolution"))
+        p = _plain_conv(spec, f"conv{i}", "Convolution")
         if p.kernel[0] != p.kernel[1] or p.stride[0] != p.stride[1] or p.pad[0] != p.pad[1]:
             raise ModelMismatchError("only square kernels, strides and pads are supported by CaffeNet",
                                      file=spec.source, layer=f"conv{i}")
         convs.append(ConvSpec(p.num_output, p.kernel[0], p.stride[0], p.pad[0], p.group))
-    pool = pool_params(_require(spec, "pool1", "Pooling"))
+    try:
+        pool = pool_params(_require(spec, "pool1", "Pooling"))
+    except UnsupportedLayerError as err:
+        raise err.located(file=spec.source) from None
     lrn = lrn_params(_require(spec, "norm1", "LRN"))
-    fc = [int(first(_require(spec, f"fc{i}", "InnerProduct").param("inner_product_param"), "num_output"))
-          for i in (6, 7, 8)]
+    fc = [_fc_width(spec, f"fc{i}") for i in (6, 7, 8)]
+    if lrn.local_size < 1 or lrn.local_size % 2 == 0 or not all(map(math.isfinite, (lrn.alpha, lrn.beta, lrn.k))):
+        raise ModelMismatchError(f"LRN local_size {lrn.local_size} must be odd and positive and alpha, beta, k "
+                                 f"finite (alpha {lrn.alpha}, beta {lrn.beta}, k {lrn.k})", file=spec.source,
+                                 layer="norm1")
     channels, size = _input_size(spec, 227)
     try:
         return CaffeNetConfig(input_size=size, in_channels=channels, convs=tuple(convs),
@@ -78,8 +128,7 @@ def caffenet_config_from_spec(spec: NetSpec) -> CaffeNetConfig:
 
 def generator_config_from_spec(spec: NetSpec) -> GeneratorConfig:
     """The ``GeneratorConfig`` an fc6-generator-topology prototxt describes."""
-    fc = [int(first(_require(spec, n, "InnerProduct").param("inner_product_param"), "num_output"))
-          for n in FC_LAYERS]
+    fc = [_fc_width(spec, n) for n in FC_LAYERS]
     reshape = _require(spec, "reshape", "Reshape")
     dims = [int(d) for d in repeated(first(reshape.param("reshape_param"), "shape"), "dim")]
     if len(dims) != 4:
@@ -87,7 +136,10 @@ def generator_config_from_spec(spec: NetSpec) -> GeneratorConfig:
                                  layer="reshape")
     deconvs = []
     for name in DECONV_LAYERS:
-        p = conv_params(_require(spec, name, "Deconvolution"))
+        p = _plain_conv(spec, name, "Deconvolution")
+        if p.kernel[0] != p.kernel[1] or p.stride[0] != p.stride[1] or p.pad[0] != p.pad[1]:
+            raise ModelMismatchError("only square kernels, strides and pads are supported by the generator",
+                                     file=spec.source, layer=name)
         deconvs.append(DeconvSpec(p.num_output, p.kernel[0], p.stride[0], p.pad[0]))
     slopes = {float(first(l.param("relu_param"), "negative_slope", 0.0)) for l in spec.layers if l.type == "ReLU"}
     if len(slopes) > 1:
@@ -117,33 +169,136 @@ _ARCHITECTURES: dict[str, tuple[Callable, Callable, Callable]] = {
 ARCHITECTURES = tuple(_ARCHITECTURES)
 
 
+def check_destination(out_dir: str | os.PathLike, architecture: str, force: bool = False) -> str:
+    """What writing a model to ``out_dir`` does: "create", "replace" (a model of the same architecture) or
+    "force" (anything else, with ``force``); ``OutputFolderError`` saying how to proceed when refused."""
+    out = pathlib.Path(out_dir)
+    if out.is_symlink() and not out.exists():
+        raise OutputFolderError("the output path is a dangling symbolic link", file=str(out))
+    if not out.exists():
+        return "create"
+    if not out.is_dir():
+        raise OutputFolderError("the output path is a file, not a folder; choose another output folder",
+                                file=str(out))
+    try:
+        entries = sorted(p.name for p in out.iterdir())
+    except OSError as err:
+        raise OutputFolderError(f"cannot read the output folder: {err.strerror or err}", file=str(out)) from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise OutputFolderError("the output folder is not writable; fix its permissions or choose another one",
+                                file=str(out))
+    if not entries:
+        return "create"
+    try:
+        held: str | None = checkpoint.read_metadata(out).get("architecture")
+    except checkpoint.CheckpointError:
+        held = None
+    if held == architecture:
+        return "replace"
+    if force:
+        return "force"
+    if held is not None:
+        raise OutputFolderError(f"the output folder holds a converted {str(held)[:40]!r} model; refusing to "
+                                f"replace it with a {architecture!r} one. Choose another output folder, or "
+                                f"pass --force to replace it", file=str(out))
+    shown = ", ".join(entries[:5]) + (", ..." if len(entries) > 5 else "")
+    what = ("a damaged model folder" if (out / checkpoint.METADATA_FILE).exists()
+            else f"files that are not a converted model ({shown})")
+    raise OutputFolderError(f"the output folder is not empty: it holds {what}; refusing to replace it. Choose "
+                            f"another output folder, or pass --force to replace it", file=str(out))
+
+
+def check_finite(blobs: dict[str, tuple[np.ndarray, ...]], layers: list[str], source: str,
+                 allow: bool = False) -> dict[str, int]:
+    """Count NaN/Inf per ``layer/blob``; ``NonFiniteWeightsError`` naming the first unless ``allow``."""
+    found: dict[str, int] = {}
+    for layer in layers:
+        for i, blob in enumerate(blobs.get(layer, ())):
+            values = np.asarray(blob)
+            bad = int(values.size - np.count_nonzero(np.isfinite(values)))
+            if not bad:
+                continue
+            nan = int(np.count_nonzero(np.isnan(values)))
+            if not allow:
+                raise NonFiniteWeightsError(
+                    f"{bad} of {values.size} weights are not finite ({nan} NaN, {bad - nan} Inf): the file is "
+                    f"damaged or comes from a diverged training run; pass --allow-nonfinite to convert it anyway",
+                    file=source, layer=layer, blob=i)
+            found[f"{layer}/{i}"] = bad
+    if found:
+        warnings.warn(f"{source}: non-finite weights converted as they are ({', '.join(f'{k}: {v}' for k, v in found.items())})",
+                      stacklevel=3)
+    return found
+
+
 def convert(architecture: str, caffemodel: str | os.PathLike, out_dir: str | os.PathLike,
-            prototxt: str | os.PathLike | None = None) -> pathlib.Path:
-    """Convert ``caffemodel`` of a known ``architecture`` into a jaxviz model folder ``out_dir``."""
+            prototxt: str | os.PathLike | None = None, *, force: bool = False,
+            allow_nonfinite: bool = False) -> pathlib.Path:
+    """Convert ``caffemodel`` of a known ``architecture`` into a jaxviz model folder ``out_dir``.
+
+    ``out_dir`` appears whole or not at all. An existing folder is replaced (once the new one is complete)
+    only when it holds a model of the same ``architecture``, or with ``force``; otherwise
+    ``OutputFolderError``. Non-finite weights are a ``NonFiniteWeightsError`` unless ``allow_nonfinite``.
+    """
     if architecture not in _ARCHITECTURES:
         raise ValueError(f"unknown architecture {architecture!r}; known: {', '.join(_ARCHITECTURES)}")
     config_from_spec, default_config, params_from_blobs = _ARCHITECTURES[architecture]
     caffemodel = pathlib.Path(caffemodel)
-    weights = read_caffemodel(caffemodel)
-    if prototxt is not None:
-        arch = read_prototxt(prototxt)
-        config = config_from_spec(arch)
-        weights = attach_weights(arch, weights)
-    else:
-        config = default_config()
+    out = pathlib.Path(out_dir).absolute()
+    check_destination(out, architecture, force)  # refused before any reading or writing
+    staged = _stage(out)  # proves the place writable before the long part
     try:
-        params = params_from_blobs(weights.blobs_by_layer(), config)
-    except ConversionError as err:
-        raise err.located(file=str(caffemodel)) from None
-    metadata: dict[str, Any] = {
-        "architecture": architecture,
-        "config": config.to_dict(),
-        "source": {"file": caffemodel.name, "sha256": file_sha256(caffemodel),
-                   "bytes": caffemodel.stat().st_size},
-        "converter_version": CONVERTER_VERSION,
-        # Caffe's ImageNet models take BGR pixels on a 0-255 scale minus the ILSVRC mean image.
-        "preprocessing": {"channel_order": "BGR", "pixel_scale": 255, "mean": "image"},
-    }
-    if prototxt is not None:
-        metadata["prototxt"] = {"file": pathlib.Path(prototxt).name, "sha256": file_sha256(prototxt)}
-    return checkpoint.save(out_dir, params, metadata)
+        weights = read_caffemodel(caffemodel)
+        if prototxt is not None:
+            arch = read_prototxt(prototxt)
+            config = config_from_spec(arch)
+            weights = attach_weights(arch, weights)
+        else:
+            config = default_config()
+        try:
+            params = params_from_blobs(weights.blobs_by_layer(), config)
+        except ConversionError as err:
+            raise err.located(file=str(caffemodel)) from None
+        nonfinite = check_finite(weights.blobs_by_layer(), list(params), str(caffemodel), allow_nonfinite)
+        metadata: dict[str, Any] = {
+            "architecture": architecture,
+            "config": config.to_dict(),
+            "source": {"file": caffemodel.name, "sha256": file_sha256(caffemodel),
+                       "bytes": caffemodel.stat().st_size},
+            "converter_version": CONVERTER_VERSION,
+            # Caffe's ImageNet models take BGR pixels on a 0-255 scale minus the ILSVRC mean image.
+            "preprocessing": {"channel_order": "BGR", "pixel_scale": 255, "mean": "image"},
+        }
+        if prototxt is not None:
+            metadata["prototxt"] = {"file": pathlib.Path(prototxt).name, "sha256": file_sha256(prototxt)}
+        if nonfinite:
+            metadata["nonfinite_weights"] = nonfinite
+        try:
+            checkpoint.save(staged, params, metadata)
+            check_destination(out, architecture, force)  # still what it was when we started
+            replace_dir(staged, out)
+        except OSError as err:
+            raise OutputFolderError(f"cannot write the model: {err.strerror or err}; the output folder was left "
+                                    f"as it was", file=str(out)) from None
+    finally:
+        checkpoint_discard(staged)
+    return out
+
+
+def _stage(out: pathlib.Path) -> pathlib.Path:
+    """A new empty temporary sibling of ``out`` (stale ones of dead processes removed first)."""
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        clean_stale(out.parent)
+        staged = tmp_path(out)
+        checkpoint_discard(staged)
+        staged.mkdir()
+    except OSError as err:
+        raise OutputFolderError(f"cannot create the output folder: {err.strerror or err}", file=str(out)) from None
+    return staged
+
+
+def checkpoint_discard(staged: pathlib.Path) -> None:
+    """Remove a temporary folder (no-op once it was moved into place)."""
+    if staged.exists():
+        shutil.rmtree(staged, ignore_errors=True)

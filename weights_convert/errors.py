@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+MAX_PROBLEM = 600  # characters of a problem text kept in a message (a 10 MB token is not echoed)
+
+
+def shorten(text: object, limit: int = MAX_PROBLEM) -> str:
+    """``text`` cut to about ``limit`` characters (head and tail kept), saying how much was left out."""
+    text = str(text)
+    if len(text) <= limit:
+        return text
+    head = max(limit - 120, 20)
+    return f"{text[:head]} [... {len(text) - head - 80} more characters ...] {text[-80:]}"
+
 
 class ConversionError(Exception):
     """A Caffe model could not be read or converted; the message says where."""
 
     def __init__(self, problem: str, *, file: str | None = None, layer: str | None = None,
                  blob: str | int | None = None, offset: int | None = None):
-        self.problem = problem
+        self.problem = shorten(problem)
         self.file = file
         self.layer = layer
         self.blob = blob
@@ -54,3 +65,14 @@ class UnsupportedLayerError(ConversionError):
 
 class ModelMismatchError(ConversionError):
     """Weights and architecture disagree: a missing or extra blob, a wrong shape or element count."""
+
+
+class NonFiniteWeightsError(CorruptModelError):
+    """A blob holds NaN or Inf values (a damaged file, or a snapshot of a diverged training run)."""
+
+
+class OutputFolderError(ConversionError):
+    """The output folder cannot be written, or holds something that must not be replaced."""
+
+    def _message(self) -> str:
+        return f"{self.problem} (folder {self.file})" if self.file is not None else self.problem

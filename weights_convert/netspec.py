@@ -13,7 +13,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from weights_convert.errors import ModelMismatchError, UnsupportedLayerError
+from weights_convert.errors import ModelMismatchError, UnsupportedLayerError, shorten
 
 Message = dict[str, list[Any]]
 
@@ -134,6 +134,14 @@ class ConvParams:
     bias_term: bool = True
 
 
+MAX_SIZE = 2 ** 31 - 1  # sizes beyond Caffe's int32 blobs are no network
+
+
+def _in_range(name: str, value: int, low: int, high: int = MAX_SIZE) -> None:
+    if not low <= value <= high:
+        raise UnsupportedLayerError(f"{name} is {shorten(value, 40)}; it must be between {low} and {high}")
+
+
 def conv_params(layer: LayerSpec) -> ConvParams:
     """The convolution settings of a Convolution or Deconvolution layer."""
     msg = layer.param("convolution_param")
@@ -144,7 +152,7 @@ def conv_params(layer: LayerSpec) -> ConvParams:
         kernel = _pair(msg, "kernel_size", "kernel_h", "kernel_w", 0)
         if 0 in kernel:
             raise UnsupportedLayerError("convolution_param has no kernel size")
-        return ConvParams(
+        params = ConvParams(
             num_output=int(num_output), kernel=kernel,
             stride=_pair(msg, "stride", "stride_h", "stride_w", 1),
             pad=_pair(msg, "pad", "pad_h", "pad_w", 0),
@@ -152,6 +160,13 @@ def conv_params(layer: LayerSpec) -> ConvParams:
             group=int(first(msg, "group", 1)),
             bias_term=bool(first(msg, "bias_term", True)),
         )
+        _in_range("convolution_param.num_output", params.num_output, 1)
+        _in_range("convolution_param.group", params.group, 1)
+        for name, pair, low in (("kernel_size", params.kernel, 1), ("stride", params.stride, 1),
+                                ("dilation", params.dilation, 1), ("pad", params.pad, 0)):
+            for v in pair:
+                _in_range(f"convolution_param.{name}", v, low)
+        return params
     except UnsupportedLayerError as err:
         raise err.located(layer=layer.name) from None
 
@@ -178,8 +193,16 @@ def pool_params(layer: LayerSpec) -> PoolParams:
     kernel = _pair(msg, "kernel_size", "kernel_h", "kernel_w", 0)
     if not glob and 0 in kernel:
         raise UnsupportedLayerError("pooling_param has no kernel size", layer=layer.name)
-    return PoolParams(method=method, kernel=kernel, stride=_pair(msg, "stride", "stride_h", "stride_w", 1),
-                      pad=_pair(msg, "pad", "pad_h", "pad_w", 0), global_pooling=glob)
+    params = PoolParams(method=method, kernel=kernel, stride=_pair(msg, "stride", "stride_h", "stride_w", 1),
+                        pad=_pair(msg, "pad", "pad_h", "pad_w", 0), global_pooling=glob)
+    try:
+        for name, pair, low in (("kernel_size", () if glob else params.kernel, 1), ("stride", params.stride, 1),
+                                ("pad", params.pad, 0)):
+            for v in pair:
+                _in_range(f"pooling_param.{name}", v, low)
+    except UnsupportedLayerError as err:
+        raise err.located(layer=layer.name) from None
+    return params
 
 
 @dataclasses.dataclass(frozen=True)

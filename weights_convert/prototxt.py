@@ -11,7 +11,7 @@ import os
 import re
 from typing import Any
 
-from weights_convert.errors import PrototxtSyntaxError
+from weights_convert.errors import PrototxtSyntaxError, shorten
 from weights_convert.netparam import netspec_from_message
 from weights_convert.netspec import Message, NetSpec
 
@@ -42,7 +42,11 @@ class _Token:
 
     def describe(self) -> str:
         """The token as shown in error messages."""
-        return "end of file" if self.kind == "eof" else repr(self.text)
+        if self.kind == "eof":
+            return "end of file"
+        if len(self.text) > 60:  # a 10 MB token is not echoed
+            return f"{self.text[:40]!r}... ({len(self.text)} characters)"
+        return repr(self.text)
 
 
 def _unescape(body: str, error: PrototxtSyntaxError) -> str:
@@ -111,7 +115,10 @@ class _Parser:
         """One scalar value: a number, (adjacent) strings, a bool or an enum identifier."""
         token = self.take()
         if token.kind == "number":
-            return _number(token.text)
+            try:
+                return _number(token.text)
+            except ValueError:  # more digits than Python converts (4300)
+                raise self.error(f"the number {token.describe()} is too long", token) from None
         if token.kind == "string":
             parts = [token]
             while self.peek().kind == "string":  # "a" "b" is "ab", as in C
@@ -161,7 +168,7 @@ class _Parser:
                 current = child
                 continue
             if not colon:
-                raise self.error(f"expected ':' or '{{' after field name {name!r}, found {nxt.describe()}", nxt)
+                raise self.error(f"expected ':' or '{{' after field name {shorten(repr(name), 80)}, found {nxt.describe()}", nxt)
             if nxt.kind == "symbol" and nxt.text == "[":
                 self.take()
                 current.setdefault(name, []).extend(self.list_values())

@@ -10,11 +10,11 @@ from jaxviz.core.loop import CompiledRun, Method, Result, RunParts, compiled_run
 from jaxviz.core.objectives import Objective
 from jaxviz.core.operators import Operator, OperatorContext
 from jaxviz.core.params import BoundedPixels, GeneratorCode, NormalizedNoise, Parameterization, Pixels
-from jaxviz.core.run import Network, OptimizationFailed, check_setup, unit_keys, visualize, visualize_batch
+from jaxviz.core.run import Network, OptimizationFailed, check_setup, optimize, optimize_batch, unit_keys
 
 __all__ = [
     "objectives", "operators", "penalties", "transforms", "updates", "FourierImage", "CompiledRun", "Method",
     "Result", "RunParts", "compiled_run", "make_run", "resolve_loop", "run_parts", "Objective", "Operator",
     "OperatorContext", "BoundedPixels", "GeneratorCode", "NormalizedNoise", "Parameterization", "Pixels",
-    "Network", "OptimizationFailed", "check_setup", "unit_keys", "visualize", "visualize_batch",
+    "Network", "OptimizationFailed", "check_setup", "optimize", "optimize_batch", "unit_keys",
 ]

@@ -68,6 +68,8 @@ class FourierImage:
     mean: tuple[float, ...] | None = None
     pixel_scale: float = 255.0
     bgr: bool = True
+    offset: tuple[float, ...] = (0.0,)  # per RGB channel (or one), before the sigmoid: the start colour
+                                        # is sigmoid(offset); Lucid's 0 is mid-grey
     is_code: bool = False
 
     def __post_init__(self) -> None:
@@ -75,6 +77,9 @@ class FourierImage:
             object.__setattr__(self, "mean", tuple(float(m) for m in np.atleast_1d(self.mean)))
             if len(self.mean) not in (1, self.channels):
                 raise ValueError(f"mean has {len(self.mean)} values for {self.channels} channels")
+        object.__setattr__(self, "offset", tuple(float(o) for o in np.atleast_1d(self.offset)))
+        if len(self.offset) not in (1, self.channels):
+            raise ValueError(f"offset has {len(self.offset)} values for {self.channels} channels")
 
     @property
     def spectrum_shape(self) -> tuple[int, int, int, int]:
@@ -105,7 +110,7 @@ class FourierImage:
         t = self.colour_space(z)
         if self.decorrelate and self.channels == 3:
             t = t @ jnp.asarray(COLOR_CORRELATION_NORMALIZED.T)
-        return jax.nn.sigmoid(t)
+        return jax.nn.sigmoid(t + jnp.asarray(self.offset, t.dtype))
 
     def render(self, aux_params: Any, z: jax.Array) -> jax.Array:
         """(n, H, W, C) images in the network's input space; ``aux_params`` is unused."""

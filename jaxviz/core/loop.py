@@ -54,11 +54,12 @@ class Result(NamedTuple):
     final_activation: jax.Array   # (n,) target unit's activation at the final variable
     rank: jax.Array               # (n,) units of the target's layer above it at the end (-1: no unit)
     best_image: jax.Array         # image with the highest objective seen
-    best_z: jax.Array
-    best_objective: jax.Array
+    best_z: jax.Array             # the variable of the best image
+    best_objective: jax.Array     # the highest objective seen (at best_step)
     best_step: jax.Array          # step of the best image (steps: the final variable)
     failed_step: jax.Array        # first step with a NaN/Inf objective or variable, -1 if none
     stopped_step: jax.Array       # step whose gradient was exactly zero (run stopped), -1 if none
+    report: Any = None            # how far to trust it (jaxviz.scoring fills it; None from the bare engine)
 
 
 # ----- one run -----------------------------------------------------------------------------------------
@@ -67,8 +68,8 @@ class _Carry(NamedTuple):
     z: jax.Array
     opt_state: Any
     alive: jax.Array
-    best_z: jax.Array
-    best_objective: jax.Array
+    best_z: jax.Array             # the variable of the best image
+    best_objective: jax.Array     # the highest objective seen (at best_step)
     best_step: jax.Array
     failed_step: jax.Array
     stopped_step: jax.Array
@@ -200,13 +201,17 @@ def resolve_loop(loop: str) -> str:
 
 
 class CompiledRun:
-    """A compiled run: call it like ``run(net_params, aux_params, targets, keys[, z0]) -> Result``."""
+    """A compiled run: call it like ``run(net_params, aux_params, targets, keys[, z0]) -> Result``.
+
+    ``on_step(n)``, when given, is told each time ``n`` more steps are done: every few steps with the host
+    driver (which then waits for the device, so the count is real), once at the end with a scan.
+    """
 
     def __init__(self, call: Callable[..., Result], programs: Sequence[Any]):
         self._call, self._programs = call, tuple(programs)
 
-    def __call__(self, *args: Any) -> Result:
-        return self._call(*args)
+    def __call__(self, *args: Any, on_step: Callable[[int], None] | None = None) -> Result:
+        return self._call(*args, on_step=on_step)
 
     def compilations(self) -> int:
         """How many times its busiest program was compiled (1 when every call reused one compilation)."""
@@ -215,6 +220,7 @@ class CompiledRun:
 
 _COMPILED: "collections.OrderedDict[Any, CompiledRun]" = collections.OrderedDict()
 COMPILED_CACHE_SIZE = 64
+PROGRESS_UPDATES = 20  # how often a host-driven run reports progress, per run
 
 
 def compiled_run(net_apply: NetApply, objective: Objective, param: Parameterization, method: Method,
@@ -244,14 +250,26 @@ def _compile_run(net_apply: NetApply, objective: Objective, param: Parameterizat
 
     if resolve_loop(method.loop) == "scan":
         program = jax.jit(vmap(_scan_run(parts, method.steps), run_axes))
-        return CompiledRun(program, [program])
+
+        def scan(*args: Any, on_step: Callable[[int], None] | None = None) -> Result:
+            result = program(*args)
+            if on_step is not None:
+                jax.block_until_ready(result)
+                on_step(method.steps)
+            return result
+        return CompiledRun(scan, [program])
 
     init, step, finish = compiled_parts(net_apply, objective, param, method, batched, with_z0)
 
-    def run(net_params, aux_params, targets, keys, *z0) -> Result:
+    every = max(1, method.steps // PROGRESS_UPDATES)
+
+    def run(net_params, aux_params, targets, keys, *z0, on_step: Callable[[int], None] | None = None) -> Result:
         carry = init(net_params, aux_params, targets, keys, *z0)
         for i in range(method.steps):
             carry = step(net_params, aux_params, targets, carry, jnp.int32(i))
+            if on_step is not None and ((i + 1) % every == 0 or i + 1 == method.steps):
+                carry.z.block_until_ready()
+                on_step(every if (i + 1) % every == 0 else (i + 1) % every)
         return finish(net_params, aux_params, targets, carry)
 
     return CompiledRun(run, [init, step, finish])

@@ -217,8 +217,45 @@ def diversity(layer: str) -> Objective:
     return Objective(fn, frozenset({layer}), f"diversity({layer})")
 
 
+KINDS = ("unit", "channel", "softmax", "log_softmax")
+
+
+def parse_position(text: str) -> Position:
+    """``"center"``, ``"mean"`` or ``"ROW,COL"`` -> a position (a clear error otherwise)."""
+    t = text.strip().lower()
+    if t in ("center", "mean"):
+        return t
+    parts = t.split(",")
+    if len(parts) == 2 and all(p.strip().lstrip("-").isdigit() for p in parts):
+        return (int(parts[0]), int(parts[1]))
+    raise ValueError(f"position {text!r}: expected 'center', 'mean' or ROW,COL")
+
+
+def parse(spec: str, kind: str = "unit") -> Objective:
+    """An objective from text: ``"fc8:7"``, ``"conv3:5"``, ``"fc6:pre:12"``, ``"conv5:3@mean"``, ``"conv5:3@6,6"``.
+
+    ``LAYER:UNIT`` names a unit (the last ``:`` field is the index, so ``:pre`` layers work), ``@POSITION``
+    where a conv channel is read (default: the centre), ``kind`` one of ``KINDS``.
+    """
+    if kind not in KINDS:
+        raise ValueError(f"objective kind {kind!r}: expected one of {', '.join(KINDS)}")
+    body, _, where = spec.partition("@")
+    layer, sep, index = body.rpartition(":")
+    if not sep or not layer or not index.strip().isdigit():
+        raise ValueError(f"objective {spec!r}: expected LAYER:UNIT[@POSITION], e.g. 'fc8:7' or 'conv3:5@mean'")
+    position = parse_position(where) if where else ("mean" if kind == "channel" else "center")
+    if kind == "channel":
+        return channel(layer, int(index))
+    return {"unit": unit, "softmax": softmax, "log_softmax": log_softmax}[kind](layer, int(index), position)
+
+
 def rank_in_layer(acts: Acts, layer: str, index: Any, position: Position = "mean") -> jax.Array:
     """Per image, how many units of ``layer`` exceed the target unit (0: the target is top-ranked)."""
     values = unit_values(acts, layer, position)
     own = jnp.take(values, jnp.asarray(index, jnp.int32), axis=-1)[..., None]
     return jnp.sum(values > own, axis=-1)
+
+
+__all__ = ["Acts", "Position", "IMAGE", "CODE", "PSEUDO_TAPS", "KINDS", "Objective", "unit_values", "require_image",
+           "check_unit", "unit", "channel", "softmax", "log_softmax", "weighted_units", "feature_inversion",
+           "deepdream", "diversity", "parse", "parse_position", "rank_in_layer"]

@@ -74,22 +74,25 @@ def _report_failures(result: Result) -> None:
                       OptimizationFailed, stacklevel=4)
 
 
-def visualize(net: Network, objective: Objective, param: Parameterization | None = None, steps: int | None = None,
+def optimize(net: Network, objective: Objective, param: Parameterization | None = None, steps: int | None = None,
               key: jax.Array | None = None, *, method: Method | None = None, aux_params: Any = None,
-              target: Any = None, z0: jax.Array | None = None) -> Result:
-    """One optimization of ``objective`` on ``net`` (a ``jaxviz.models.Model``); reproducible from ``key``.
+              target: Any = None, z0: jax.Array | None = None,
+              on_step: Callable[[int], None] | None = None) -> Result:
+    """One optimization of ``objective`` on ``net``, unscored (``jaxviz.visualize`` scores it).
 
     Without ``param`` the pixels themselves are optimized; without ``method``, plain gradient ascent
     (lr 1, 200 steps). ``aux_params`` are the parameterization's weights (a generator's), ``target`` the
-    unit index or reference features an objective built without one reads, ``z0`` a starting variable.
+    unit index or reference features an objective built without one reads, ``z0`` a starting variable;
+    ``on_step(n)`` hears of progress (``CompiledRun``).
     """
     key = jax.random.key(0) if key is None else key
-    return _run(net, objective, param, method, steps, aux_params, target, key, z0, batched=False)
+    return _run(net, objective, param, method, steps, aux_params, target, key, z0, batched=False, on_step=on_step)
 
 
-def visualize_batch(net: Network, objective: Objective, param: Parameterization | None = None,
+def optimize_batch(net: Network, objective: Objective, param: Parameterization | None = None,
                     steps: int | None = None, keys: jax.Array | None = None, targets: Any = None, *,
-                    method: Method | None = None, aux_params: Any = None, z0: jax.Array | None = None) -> Result:
+                    method: Method | None = None, aux_params: Any = None, z0: jax.Array | None = None,
+                    on_step: Callable[[int], None] | None = None) -> Result:
     """Many runs in one compiled program: ``keys`` (and ``targets``, ``z0``) carry a leading run axis.
 
     Targets are traced, so one compilation serves every unit of a layer; each run equals the single
@@ -98,18 +101,18 @@ def visualize_batch(net: Network, objective: Objective, param: Parameterization 
     if keys is None:
         n = len(np.atleast_1d(targets)) if targets is not None else 1
         keys = jax.random.split(jax.random.key(0), n)
-    return _run(net, objective, param, method, steps, aux_params, targets, keys, z0, batched=True)
+    return _run(net, objective, param, method, steps, aux_params, targets, keys, z0, batched=True, on_step=on_step)
 
 
 def _run(net: Network, objective: Objective, param: Parameterization | None, method: Method | None,
          steps: int | None, aux_params: Any, targets: Any, keys: jax.Array, z0: jax.Array | None, *,
-         batched: bool) -> Result:
+         batched: bool, on_step: Callable[[int], None] | None = None) -> Result:
     """Check, compile (or reuse), run, and warn about runs stopped by NaN/Inf."""
     param = _default_param(net) if param is None else param
     method = _method(method, steps)
     check_setup(net, objective, param, aux_params, targets)
     run = compiled_run(net.function, objective, param, method, batched, z0 is not None)
-    result = run(net.params, aux_params, targets, keys, *(() if z0 is None else (z0,)))
+    result = run(net.params, aux_params, targets, keys, *(() if z0 is None else (z0,)), on_step=on_step)
     _report_failures(result)
     return result
 
@@ -123,4 +126,4 @@ def unit_keys(seed: int, units: Sequence[int], seeds_per_unit: int = 1) -> tuple
     return jnp.asarray(units), keys
 
 
-__all__ = ["Network", "OptimizationFailed", "check_setup", "visualize", "visualize_batch", "unit_keys"]
+__all__ = ["Network", "OptimizationFailed", "check_setup", "optimize", "optimize_batch", "unit_keys"]

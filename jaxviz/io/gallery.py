@@ -59,8 +59,10 @@ def write_contact_sheets(out: pathlib.Path, rows: Sequence[dict], preprocessing:
 
 
 def _caption(row: dict) -> str:
-    label = f" {row['label'][:12]}" if row.get("label") else ""
-    return f"{row['unit']}{label} {row['final_activation']:.3g}"
+    label = row.get("label")
+    named = f" {label[:12]}" if label and str(label) != str(row["unit"]) else ""
+    value = row.get("scored_activation", row.get("final_activation"))
+    return f"{row['unit']}{named} {value:.3g}" if isinstance(value, (int, float)) else f"{row['unit']}{named}"
 
 
 _STYLE = """
@@ -70,7 +72,9 @@ h1{font-size:20px} h2{font-size:17px;margin-top:28px} .meta{color:#555;font-size
 .tile{width:132px;background:#fff;border:1px solid #ddd;padding:4px;font-size:11px}
 .tile img{width:128px;height:128px;image-rendering:pixelated;display:block;background:#000}
 .tile .label{font-weight:600;white-space:nowrap;overflow:hidden;text-overflow:ellipsis}
-.tile.failed{border-color:#c00} figure img{max-width:100%;image-rendering:pixelated}
+.tile.failed{border-color:#c00} .tile.missed{opacity:.55;background:#eee}
+.tile .flags{color:#b00} .tile .why{color:#555;white-space:normal}
+.controls .count{margin-left:14px;color:#555} figure img{max-width:100%;image-rendering:pixelated}
 """
 
 _SCRIPT = """
@@ -93,18 +97,35 @@ function draw(section) {
   grid.textContent = '';
   tiles.forEach(function (t) {
     var div = document.createElement('div');
-    div.className = 'tile' + (t.failed_step >= 0 ? ' failed' : '');
+    var failed = typeof t.failed_step === 'number' && t.failed_step >= 0;
+    var missed = t.samples === 0;
+    div.className = 'tile' + (failed ? ' failed' : '') + (missed ? ' missed' : '');
     div.dataset.unit = t.unit;
-    var img = document.createElement('img');
-    img.src = data.prefix + t.image; img.alt = 'unit ' + t.unit; img.loading = 'lazy';
-    div.appendChild(img);
+    if (!missed) {
+      var img = document.createElement('img');
+      img.src = data.prefix + t.image; img.alt = 'unit ' + t.unit; img.loading = 'lazy';
+      div.appendChild(img);
+    }
     var name = document.createElement('div'); name.className = 'label';
-    name.textContent = 'unit ' + t.unit + (t.seed ? ' s' + t.seed : '') + (t.label ? ' ' + t.label : '');
+    var named = (t.label !== null && t.label !== undefined && String(t.label) !== String(t.unit)) ? ' ' + t.label : '';
+    name.textContent = 'unit ' + t.unit + (t.seed ? ' s' + t.seed : '') + named;
     name.title = name.textContent;
     div.appendChild(name);
     var stats = document.createElement('div');
-    stats.textContent = 'act ' + fmt(t.final_activation) + ' best ' + fmt(t.best_activation) + ' rank ' + t.rank;
+    stats.textContent = 'best ' + fmt(t.best_activation) + ' final ' + fmt(t.final_activation) + ' rank ' + t.rank;
     div.appendChild(stats);
+    var extra = [];
+    if (typeof t.percentile === 'number') extra.push('pct ' + t.percentile.toFixed(1));
+    if (t.judge_label !== null && t.judge_label !== undefined) extra.push('judge ' + t.judge_label);
+    if (typeof t.path_score === 'number') extra.push('path ' + t.path_score.toFixed(2));
+    if (extra.length) { var e = document.createElement('div'); e.textContent = extra.join(' \u00b7 '); div.appendChild(e); }
+    if (t.flags && t.flags.length) {
+      var f = document.createElement('div'); f.className = 'flags';
+      f.textContent = t.flags.map(function (x) { return x.name; }).join(', ');
+      f.title = t.flags.map(function (x) { return x.reason + '; try: ' + x.fix; }).join('\n');
+      div.appendChild(f);
+    }
+    if (missed && t.message) { var w = document.createElement('div'); w.className = 'why'; w.textContent = t.message; div.appendChild(w); }
     grid.appendChild(div);
   });
   section.querySelector('.count').textContent = tiles.length + ' tiles';
@@ -117,21 +138,27 @@ document.querySelectorAll('section[data-index]').forEach(function (s) {
 document.body.dataset.ready = '1';
 """
 
-_SORT_KEYS = (("unit", "unit"), ("final_activation", "final activation"), ("best_activation", "best activation"),
-              ("rank", "rank in layer"), ("label", "label"), ("seconds", "seconds"))
+_SORT_KEYS = (("unit", "unit"), ("best_activation", "best activation"), ("final_activation", "final activation"),
+              ("rank", "rank in layer"), ("percentile", "percentile among real inputs"),
+              ("path_score", "path score"), ("judge_probability", "judge's confidence"), ("label", "label"),
+              ("seconds", "seconds"))
+TILE_FIELDS = ("unit", "seed", "label", "final_activation", "best_activation", "rank", "seconds", "failed_step",
+               "image", "percentile", "judge_label", "judge_probability", "path_score", "flags", "samples",
+               "message")
 
 
 def _json_for_script(value: Any) -> str:
-    # "</" would close the script element early.
-    return json.dumps(value).replace("</", "<\\/")
+    # Inside <script>, "</script" ends the element and "<!--" followed by "<script" switches the HTML parser
+    # into a state where the real "</script>" no longer ends it (the page's script never runs, no tile is
+    # drawn). JSON never needs a raw "<", ">" or "&" outside strings, and inside strings the \u003c-style escapes
+    # mean the same characters, so none of them reaches the HTML parser. (ensure_ascii escapes U+2028/9.)
+    return (json.dumps(value, ensure_ascii=True).replace("<", "\\u003c").replace(">", "\\u003e")
+            .replace("&", "\\u0026"))
 
 
 def render_gallery(title: str, sections: Sequence[Section], metadata: dict | None = None) -> str:
     """The page's HTML text."""
-    data = [{"prefix": s.prefix, "tiles": [{k: t.get(k) for k in ("unit", "seed", "label", "final_activation",
-                                                                   "best_activation", "rank", "seconds",
-                                                                   "failed_step", "image")} for t in s.tiles]}
-            for s in sections]
+    data = [{"prefix": s.prefix, "tiles": [{k: t.get(k) for k in TILE_FIELDS} for t in s.tiles]} for s in sections]
     options = "".join(f'<option value="{k}">{html.escape(v)}</option>' for k, v in _SORT_KEYS)
     parts = [f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>",
              '<link rel="icon" href="data:,">', f"<style>{_STYLE}</style></head><body>",
@@ -163,3 +190,7 @@ def write_gallery(path: str | os.PathLike, title: str, sections: Sequence[Sectio
     path = pathlib.Path(path)
     atomic_write_bytes(path, render_gallery(title, sections, metadata).encode())
     return path
+
+
+__all__ = ["Section", "SHEET_COLUMNS", "SHEET_ROWS", "TILE_FIELDS", "write_contact_sheets", "render_gallery",
+           "write_gallery"]

@@ -12,6 +12,9 @@ import jax
 import numpy as np
 
 from jaxviz.models import shipped
+from jaxviz.models.caffenet import CaffeNet, caffenet_tap_names
+from jaxviz.models.generator import Generator, generator_tap_names
+from jaxviz.models.lenet import LeNet, lenet_tap_names
 
 NetFunction = Callable[[Any, jax.Array, Sequence[str]], dict]
 
@@ -55,6 +58,18 @@ class Model:
     def config(self) -> Any:
         """The architecture's config dataclass (sizes of the network), None for prototxt-built ones."""
         return getattr(self.module, "config", None)
+
+    @property
+    def tap_names(self) -> tuple[str, ...]:
+        """Every layer name a forward pass can return, in forward order (empty when the network names none)."""
+        cfg = getattr(self.module, "config", None)
+        if isinstance(self.module, CaffeNet):
+            return caffenet_tap_names(cfg)
+        if isinstance(self.module, Generator):
+            return generator_tap_names(cfg)
+        if isinstance(self.module, LeNet):
+            return lenet_tap_names(cfg)
+        return tuple(getattr(self.module, "tap_names", ()))
 
     @property
     def function(self) -> NetFunction:

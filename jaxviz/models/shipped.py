@@ -12,14 +12,16 @@ from __future__ import annotations
 import functools
 import importlib.resources
 import io
+import json
 import pathlib
 
 import numpy as np
 
 EMBEDDED = "embedded"
-EMBEDDED_FOLDERS = {"caffenet": "classifier", "generator": "generator"}
+EMBEDDED_FOLDERS = {"caffenet": "classifier", "generator": "generator", "lenet": "judge"}
 EMBEDDED_BOUNDS_FILE = "fc6_bounds.npy"
 DIGITS_FILE = "heldout_digits.npz"
+REFERENCE_DIGITS_FILE = "reference_digits.npz"
 MEAN_IMAGE_FILE = "ilsvrc_2012_mean.npy"
 SYNSET_FILE = "synset_words.txt"
 DGN_AM_FC6_BOUNDS_FILE = "dgn_am_fc6_bounds_3x.txt"
@@ -37,6 +39,11 @@ def embedded_dir(architecture: str) -> pathlib.Path:
     return pathlib.Path(str(_data(EMBEDDED, EMBEDDED_FOLDERS[architecture])))
 
 
+def embedded_card(architecture: str) -> dict:
+    """The model card (``metadata.json``) of the embedded model of ``architecture``."""
+    return json.loads((embedded_dir(architecture) / "metadata.json").read_text())
+
+
 def embedded_code_bounds() -> np.ndarray:
     """Per-unit upper bounds of the embedded generator's code (3 std of fc6 over training digits), float32."""
     return np.load(io.BytesIO(_data(EMBEDDED, EMBEDDED_BOUNDS_FILE).read_bytes())).astype(np.float32)
@@ -45,6 +52,16 @@ def embedded_code_bounds() -> np.ndarray:
 def heldout_digits() -> tuple[np.ndarray, np.ndarray]:
     """The shipped held-out MNIST digits: images (N, 28, 28) uint8 and labels (N,) int (never trained on)."""
     with np.load(io.BytesIO(_data(EMBEDDED, DIGITS_FILE).read_bytes())) as f:
+        return f["images"], f["labels"].astype(np.int64)
+
+
+def reference_digits() -> tuple[np.ndarray, np.ndarray]:
+    """The shipped reference digits, t10k 8000..8999: images (1000, 28, 28) uint8 and labels (1000,) int.
+
+    Unseen by both the embedded classifier and the judge (``load("lenet")``): the reference set that
+    scoring uses for per-unit percentiles.
+    """
+    with np.load(io.BytesIO(_data(EMBEDDED, REFERENCE_DIGITS_FILE).read_bytes())) as f:
         return f["images"], f["labels"].astype(np.int64)
 
 
@@ -63,6 +80,15 @@ def synset_labels() -> tuple[str, ...]:
     return tuple(line.split(" ", 1)[1].strip() for line in text.splitlines() if line.strip())
 
 
+def class_labels(width: int) -> tuple[str, ...] | None:
+    """Names of the classes of a ``width``-way output layer: ImageNet synsets for 1000, digits for 10."""
+    if width == 1000:
+        return synset_labels()
+    if width == 10:
+        return tuple(str(i) for i in range(10))
+    return None
+
+
 def dgn_am_fc6_bounds() -> np.ndarray:
     """DGN-AM's released per-unit upper bounds of CaffeNet fc6 codes ("3 sigma"), 4096 integers as float32."""
     text = _data(DGN_AM_FC6_BOUNDS_FILE).read_text()
@@ -72,5 +98,5 @@ def dgn_am_fc6_bounds() -> np.ndarray:
     return bounds
 
 
-__all__ = ["embedded_dir", "embedded_code_bounds", "heldout_digits", "mean_image", "synset_labels",
+__all__ = ["embedded_dir", "embedded_card", "embedded_code_bounds", "heldout_digits", "reference_digits", "mean_image", "synset_labels", "class_labels",
            "dgn_am_fc6_bounds"]

@@ -20,11 +20,11 @@ from jaxviz.recipes.mahendran_vedaldi import IMAGENET_PIXEL_STD, MV_LAMBDA_TV, m
 from jaxviz.recipes.ppgn import ppgn_condition, ppgn_prior, ppgn_sampler
 from jaxviz.recipes.preset import Preset
 from jaxviz.recipes.registry import METHODS, MethodSpec, build, method_spec
-from jaxviz.recipes.yosinski import YOSINSKI_2015, YosinskiSetting, yosinski2015, yosinski_operator
+from jaxviz.recipes.yosinski import READABLE, YOSINSKI_2015, YosinskiSetting, pixel_am, yosinski2015, yosinski_operator
 
 __all__ = [
     "Preset", "dgn_am", "ppgn_sampler", "ppgn_prior", "ppgn_condition", "yosinski2015", "YosinskiSetting",
-    "YOSINSKI_2015", "yosinski_operator", "mahendran_vedaldi", "MV_LAMBDA_TV", "IMAGENET_PIXEL_STD",
+    "YOSINSKI_2015", "READABLE", "pixel_am", "yosinski_operator", "mahendran_vedaldi", "MV_LAMBDA_TV", "IMAGENET_PIXEL_STD",
     "mv_learning_rates", "lucid", "fourier_image_for", "generator_code", "generator_render",
     "generator_inversion", "reconstruct", "METHODS", "MethodSpec", "build", "method_spec",
 ]

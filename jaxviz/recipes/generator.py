@@ -52,7 +52,7 @@ def reconstruct(classifier: Model, generator: Model, encoder_layer: str = "fc6")
     return _inversion(classifier.module, generator.module, encoder_layer)
 
 
-def generator_inversion(classifier: Any, generator: Any, images: Any, encoder_layer: str = "fc6") -> jax.Array:
+def generator_inversion(classifier: Model, generator: Model, images: Any, encoder_layer: str = "fc6") -> jax.Array:
     """``crop(G(E(x0)))`` for NHWC ``images`` in one compiled forward pass (the UpconvNet inversion)."""
     x = jnp.asarray(images, jnp.float32)
     if x.ndim == 3:

@@ -63,8 +63,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                                 description=__doc__.split("\n")[0])
     p.add_argument("--data", required=True,
                    help="folder with t10k-images-idx3-ubyte.gz and t10k-labels-idx1-ubyte.gz")
-    p.add_argument("--out", default="jaxviz/data/embedded",
-                   help="output folder (default: jaxviz/data/embedded)")
+    p.add_argument("--out", default="out/embedded_pair",
+                   help="a new or empty output folder (default: out/embedded_pair); copy the result into "
+                        "jaxviz/data/embedded to ship it")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--n-train", type=int, default=8000, help="first N examples train, the rest are held out")
     p.add_argument("--classifier-steps", type=int, default=cls_train.ClassifierTrainConfig().steps)
@@ -77,6 +78,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Train both networks, evaluate them on the held-out part, write everything into ``args.out``."""
     out = pathlib.Path(args.out)
+    if out.exists() and any(out.iterdir()):
+        raise SystemExit(f"embedded_pair: {out} is not empty; give a new folder with --out (nothing is "
+                         f"overwritten)")
     out.mkdir(parents=True, exist_ok=True)
     load_start = os.getloadavg()[0]
     t_start = time.perf_counter()

@@ -22,18 +22,23 @@ import numpy as np
 
 from jaxviz import inverse_set
 from jaxviz.io import gallery, images
-from jaxviz.models import load, shipped
+from jaxviz.io.atomic import atomic_write_bytes
+from jaxviz.models import checkpoint, load, shipped
 from jaxviz.models import preprocessing as pp
 from jaxviz.models.model import Model
 from jaxviz.recipes.generator import reconstruct
 from jaxviz.workflows import sweep
-from jaxviz.workflows.inverse_sets import save_results
+from jaxviz.workflows.inverse_sets import check_results_folder, results_job, save_results
+from jaxviz.workflows.runfolder import open_job_folder
+from jaxviz.workflows.progress import Stage, Stages
+from jaxviz.workflows.runfolder import RESULTS
 
 PAIRS_PER_ROW = 10
 # Steps per run: the embedded pair converges in far fewer steps than CaffeNet (DGN-AM's 200).
 EMBEDDED_STEPS = 60
 REAL_STEPS = 200
-ATLAS_METHODS = (("dgn_am", "DGN-AM (generator code)"), ("pixel", "pixel AM with Yosinski et al. 2015 priors (setting 4)"))
+ATLAS_METHODS = (("dgn_am", "DGN-AM (generator code)"),
+                 ("pixel", "pixel AM with Yosinski et al. 2015 priors (setting 4, made readable: recipes.pixel_am)"))
 
 
 def make_inversion(clf: Model, gen: Model):
@@ -86,7 +91,7 @@ def run_reconstructions(out_dir: str | pathlib.Path = "out/demo") -> pathlib.Pat
                "labels": labels.tolist(), "classifier_labels": pred_x.tolist(),
                "reconstruction_labels": pred_rec.tolist(),
                "models": "embedded default pair (jaxviz/data/embedded, see TRAINING.md there)"}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    atomic_write_bytes(out / "summary.json", json.dumps(summary, indent=2).encode())
     return out
 
 
@@ -101,12 +106,16 @@ def run_inverse_set_section(out: pathlib.Path, seed: int = 0) -> "gallery.Sectio
     clf, gen = load("caffenet"), load("generator")
     layer, unit, z1, z2 = DEMO_INVERSE_SET
     config = inverse_set.InverseSetConfig(n=DEMO_INVERSE_SET_SAMPLES)
+    constraints = [inverse_set.Constraint(layer, unit, z1, z2)]
+    job = results_job(clf, gen, constraints, config, seed)
+    check_results_folder(out / "inverse_set", job)  # a rerun replaces the same job's set; others are refused
     t0 = time.perf_counter()
-    result = inverse_set.sample_inverse_set(clf, gen, [inverse_set.Constraint(layer, unit, z1, z2)],
-                                            jax.random.key(seed), config)
+    with Stages(f"demo, inverse set of {layer} unit {unit}: ", unit="") as progress:
+        result = inverse_set.sample_inverse_set(clf, gen, constraints, jax.random.key(seed), config,
+                                                progress=progress)
     seconds = time.perf_counter() - t0
     save_results(result, out / "inverse_set", clf.preprocessing,
-                             {"seconds": round(seconds, 1), "seed": seed})
+                 {"seconds": round(seconds, 1), "seed": seed}, job=job)
     d = result.diversity
     note = (f"{result.message}, {seconds:.0f} s; mean pairwise distance {d.get('mean_pairwise_distance_E', 0):.3g} in "
             f"E space, {d.get('mean_pairwise_distance_pixels', 0):.3g} in pixels")
@@ -122,23 +131,47 @@ def run_atlas(out_dir: str | os.PathLike = "out/demo", classifier_dir: str | Non
     out = pathlib.Path(out_dir)
     clf, gen = load("caffenet", classifier_dir), load("generator", generator_dir)
     real = classifier_dir is not None
-    steps = steps or (REAL_STEPS if real else EMBEDDED_STEPS)
+    steps = (REAL_STEPS if real else EMBEDDED_STEPS) if steps is None else steps
+    if steps < 1:
+        raise ValueError(f"the demo needs steps >= 1, got {steps}")
     width = sweep.layer_width(clf, "fc8")
     sections, figures = [], {}
     for method, title in ATLAS_METHODS:
         t0 = time.perf_counter()
         s = sweep.sweep(clf, gen, sweep.SweepConfig("fc8", tuple(range(width)), method, steps), out / method,
                         progress=progress)
-        rows = [json.loads(line) for line in (out / method / sweep.RESULTS).read_text().splitlines()]
-        top1 = sum(r["rank"] == 0 for r in rows)
-        figures[method] = {"units": len(rows), "top1": top1, "chunk_size": s.chunk_size, "devices": s.devices,
+        rows = [json.loads(line) for line in (out / method / RESULTS).read_text().splitlines()]
+        top1 = sum(r.get("scored_rank", r["rank"]) == 0 for r in rows)
+        judged = [r for r in rows if r.get("judge_label") is not None]
+        agree = sum(r["judge_label"] == r["target_label"] for r in judged)
+        flagged = sum(1 for r in rows if r.get("flags"))
+        figures[method] = {"units": len(rows), "top1": top1, "judge_agrees": agree if judged else None,
+                           "flagged": flagged, "chunk_size": s.chunk_size, "devices": s.devices,
                            "units_per_second": round(s.units_per_second, 3),
                            "seconds": round(time.perf_counter() - t0, 1)}
+        judge = (f"; the independent classifier reads the target class in {agree} of {len(judged)}" if judged
+                 else "; no independent classifier named")
         note = (f"{len(rows)} classes, {steps} steps; the target is the top class of its image for {top1} of "
-                f"{len(rows)}; chunk size {s.chunk_size} on {s.devices} device(s)")
+                f"{len(rows)}{judge}; {flagged} flagged; chunk size {s.chunk_size} on {s.devices} device(s)")
         sheets = sorted(p.name for p in (out / method).glob("contact_sheet_*.png"))
         sections.append(gallery.Section(title, rows, sheets, prefix=f"{method}/", note=note))
     return out, {"sections": sections, "figures": figures, "real": real}
+
+
+DEMO_FORMAT = "jaxviz-demo/1"
+# What a demo folder holds; a folder with only these (written before demo manifests existed) is resumed.
+DEMO_ENTRIES = ("dgn_am", "pixel", "inverse_set", "index.html", "summary.json", "reconstructions.png", "atlas.json")
+
+
+def open_demo_folder(out_dir: str | os.PathLike, classifier_dir: str | None, generator_dir: str | None,
+                     steps: int | None) -> dict:
+    """Create or reopen the demo's folder (``runfolder.open_job_folder``): a rerun of the same demo resumes,
+    a folder holding anything else (a different demo, a user's files) is refused before any work."""
+    def where(folder: str | None) -> str:
+        return "embedded" if folder is None else str(pathlib.Path(folder).absolute())
+    manifest = {"format": DEMO_FORMAT, "classifier": where(classifier_dir), "generator": where(generator_dir),
+                "steps": steps}
+    return open_job_folder(pathlib.Path(out_dir), manifest, "demo", adopt=DEMO_ENTRIES)
 
 
 def run_demo(out_dir: str | os.PathLike = "out/demo", classifier_dir: str | None = None,
@@ -146,6 +179,12 @@ def run_demo(out_dir: str | os.PathLike = "out/demo", classifier_dir: str | None
     """The whole demo: the fc8 atlas, G(E(x)) and one inverse set (embedded pair), one gallery; prints figures."""
     if (classifier_dir is None) != (generator_dir is None):
         raise ValueError("give both converted folders (classifier and generator) or neither")
+    if steps is not None and steps < 1:
+        raise ValueError(f"the demo needs steps >= 1, got {steps}")
+    for folder in (classifier_dir, generator_dir):  # a missing or wrong model folder before any folder is made
+        if folder is not None:
+            checkpoint.read_metadata(folder)
+    open_demo_folder(out_dir, classifier_dir, generator_dir, steps)
     start = time.perf_counter()
     out, atlas = run_atlas(out_dir, classifier_dir, generator_dir, steps)
     sections = list(atlas["sections"])
@@ -162,10 +201,12 @@ def run_demo(out_dir: str | os.PathLike = "out/demo", classifier_dir: str | None
     models = "converted CaffeNet + generator" if atlas["real"] else "embedded MNIST pair"
     page = gallery.write_gallery(out / "index.html", f"jaxviz atlas: every fc8 class of the {models}",
                                  sections, meta)
-    (out / "atlas.json").write_text(json.dumps({**atlas["figures"], "wall_seconds": round(seconds, 1)}, indent=1))
+    atomic_write_bytes(out / "atlas.json",
+                       json.dumps({**atlas["figures"], "wall_seconds": round(seconds, 1)}, indent=1).encode())
     for method, f in atlas["figures"].items():
-        print(f"{method}: {f['units']} classes, target on top for {f['top1']}, {f['units_per_second']} units/s, "
-              f"chunk size {f['chunk_size']} on {f['devices']} device(s)")
+        judge = f", judge agrees for {f['judge_agrees']}" if f["judge_agrees"] is not None else ""
+        print(f"{method}: {f['units']} classes, target on top for {f['top1']}{judge}, {f['flagged']} flagged, "
+              f"{f['units_per_second']} runs/s, chunk size {f['chunk_size']} on {f['devices']} device(s)")
     print(f"done in {seconds:.0f} s; gallery written to {out}/ (open {page} in a browser)")
     return out
 

@@ -9,6 +9,8 @@ import numpy as np
 from jax.sharding import Mesh
 
 from jaxviz.models import caffenet_tap_names
+from jaxviz.models.model import Model
+from jaxviz.recipes.preset import Preset
 
 MAX_CHUNK = 256
 
@@ -29,7 +31,7 @@ def device_memory_bytes(device: Any) -> int:
         return 4 << 30
 
 
-def estimate_run_bytes(classifier: Any, preset: Any, layer: str) -> int:
+def estimate_run_bytes(classifier: Model, preset: Preset, layer: str) -> int:
     """Rough memory of one run's step: every activation up to ``layer`` and the image, forward and backward."""
     x = jax.ShapeDtypeStruct((1, *classifier.input_shape), np.float32)
     try:
@@ -63,4 +65,27 @@ def batch_mesh(devices: Sequence[Any] | None = None) -> Mesh:
     return Mesh(np.asarray(devs), ("batch",))
 
 
-__all__ = ["MAX_CHUNK", "device_memory_bytes", "estimate_run_bytes", "choose_chunk_size", "batch_mesh"]
+def chunk_memory_problem(chunk: int, run_bytes: int, n_devices: int, memory_bytes: int) -> str | None:
+    """Why ``chunk`` runs do not fit in the devices' free memory (by ``estimate_run_bytes``), or None.
+
+    The estimate is rough (x4 for gradients and temporaries); a chunk is refused only when even that
+    estimate exceeds the free memory of a device, so it never refuses what the automatic choice
+    (half the free memory) would pick.
+    """
+    per_device = -(-chunk // max(n_devices, 1)) * run_bytes
+    if per_device <= memory_bytes:
+        return None
+    fits = max(0, memory_bytes // max(run_bytes, 1)) * n_devices
+    return (f"chunk size {chunk} needs about {per_device / 2**30:.1f} GiB on each of {n_devices} device(s), "
+            f"{memory_bytes / 2**30:.1f} GiB are free; use a chunk size of at most {fits} "
+            f"(or leave it out to choose one from the free memory)")
+
+
+def is_out_of_memory(err: BaseException) -> bool:
+    """Whether an exception from running a computation is the device running out of memory."""
+    return isinstance(err, MemoryError) or "RESOURCE_EXHAUSTED" in str(err)[:2000] or \
+        "Out of memory" in str(err)[:2000]
+
+
+__all__ = ["MAX_CHUNK", "device_memory_bytes", "estimate_run_bytes", "choose_chunk_size", "batch_mesh",
+           "chunk_memory_problem", "is_out_of_memory"]

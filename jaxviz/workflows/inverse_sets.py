@@ -11,9 +11,11 @@ Each unit's key is derived from the sweep seed and the unit id alone.
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import os
 import pathlib
+import shutil
 import time
 from typing import Any
 
@@ -23,10 +25,13 @@ import numpy as np
 from jaxviz import inverse_set
 from jaxviz.inverse_set import InverseSetResult
 from jaxviz.io import gallery, images
-from jaxviz.io.atomic import atomic_write_bytes, npz_bytes
+from jaxviz.io.atomic import atomic_write_bytes, clean_stale, npz_bytes, replace_dir, tmp_path
 from jaxviz.models import preprocessing as pp
-from jaxviz.workflows.progress import Progress
-from jaxviz.workflows.runfolder import CHUNKS, RESULTS, UNITS_DIR, open_output, write_or_explain
+from jaxviz.models.model import Model
+from jaxviz.workflows.progress import Stage, mode_for
+from jaxviz.workflows import runfolder
+from jaxviz.workflows.runfolder import (CHUNKS, MANIFEST, RESULTS, UNITS_DIR, SweepError, open_output,
+                                       write_or_explain)
 from jaxviz.workflows.sweep import layer_width, model_fingerprint, unit_labels
 
 FORMAT = "jaxviz-inverse-set-sweep/1"
@@ -51,18 +56,88 @@ def contact_sheet(result: InverseSetResult, preprocessing: dict | None = None, c
     return images.contact_sheet(rows, captions, scale=scale, title=title, font_size=10)
 
 
-def save_results(result: InverseSetResult, out_dir: str | os.PathLike, preprocessing: dict | None = None,
-                 extra: dict | None = None) -> pathlib.Path:
-    """Write ``inverse_set.png`` (when there are samples), ``summary.json`` and ``samples.npz`` into ``out_dir``."""
+RESULTS_FORMAT = "jaxviz-inverse-set/1"
+RESULT_FILES = ("inverse_set.png", "summary.json", "samples.npz")
+
+
+def results_job(classifier: Model, generator: Model, constraints: Any, config: Any, seed: int) -> dict:
+    """What one inverse set's folder records as its job: models, constraints, settings, seed."""
+    def plain(value: Any) -> Any:
+        return dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
+    return json.loads(json.dumps({"constraints": [plain(c) for c in constraints], "config": plain(config),
+                                  "seed": seed, "classifier": model_fingerprint(classifier),
+                                  "generator": model_fingerprint(generator)}, default=str))
+
+
+def check_results_folder(out_dir: str | os.PathLike, job: dict | None = None, force: bool = False) -> str:
+    """Whether one inverse set may be written to ``out_dir``: "create", "replace" (the same job's results) or
+    "force"; a ``SweepError`` saying how to proceed otherwise. Call it before sampling."""
     out = pathlib.Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    if len(result.codes):
-        images.save_png(contact_sheet(result, preprocessing), out / "inverse_set.png")
-    summary = {**result.summary(), **(extra or {})}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    np.savez_compressed(out / "samples.npz", codes=result.codes, images=result.images,
-                        activations=result.activations, encodings=result.encodings, rounds=result.rounds,
-                        order=result.order, lam=result.lam, mu=np.float32(result.mu), z1=result.z1, z2=result.z2)
+    if out.exists() and not out.is_dir():
+        raise SweepError(f"{out} is a file, not a folder; choose another --out")
+    if not out.exists():
+        return "create"
+    try:
+        entries = [p.name for p in out.iterdir() if p.name != ".gitkeep"]
+    except OSError as err:
+        raise SweepError(f"cannot read the folder {out}: {err.strerror or err}") from None
+    if not entries:
+        return "create"
+    manifest = out / MANIFEST
+    same = False
+    if manifest.is_file() and job is not None:
+        try:
+            old = json.loads(manifest.read_text())
+            same = isinstance(old, dict) and old.get("format") == RESULTS_FORMAT and old.get("job") == job
+        except (OSError, ValueError):
+            same = False
+    if same:
+        return "replace"
+    if force:
+        return "force"
+    what = ("the results of another inverse set" if set(entries) <= {*RESULT_FILES, MANIFEST}
+            else f"other files ({', '.join(sorted(entries)[:5])})")
+    raise SweepError(f"{out} already holds {what}; refusing to overwrite them. Use another --out folder, or pass "
+                     f"--force to replace it")
+
+
+def save_results(result: InverseSetResult, out_dir: str | os.PathLike, preprocessing: dict | None = None,
+                 extra: dict | None = None, *, job: dict | None = None, force: bool = False) -> pathlib.Path:
+    """Write ``inverse_set.png`` (when there are samples), ``summary.json``, ``samples.npz`` and ``manifest.json``
+    (the ``job``) as the folder ``out_dir``.
+
+    The folder is built whole in a temporary sibling and moved into place (``replace_dir``): it never
+    mixes two runs' files. An existing folder is replaced only when it holds the same ``job``'s results
+    (a rerun) or with ``force``; anything else is refused (``check_results_folder``) and left as it was.
+    """
+    out = pathlib.Path(out_dir)
+    check_results_folder(out, job, force)
+
+    def write() -> None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        clean_stale(out.parent)
+        staged = tmp_path(out)
+        shutil.rmtree(staged, ignore_errors=True)
+        staged.mkdir()
+        try:
+            if len(result.codes):
+                images.save_png(contact_sheet(result, preprocessing), staged / "inverse_set.png")
+            summary = {**result.summary(), **(extra or {})}
+            atomic_write_bytes(staged / "summary.json", json.dumps(summary, indent=2).encode())
+            buf = io.BytesIO()
+            np.savez_compressed(buf, codes=result.codes, images=result.images, activations=result.activations,
+                                encodings=result.encodings, rounds=result.rounds, order=result.order, lam=result.lam,
+                                mu=np.float32(result.mu), z1=result.z1, z2=result.z2)
+            atomic_write_bytes(staged / "samples.npz", buf.getvalue())
+            atomic_write_bytes(staged / MANIFEST, json.dumps({"format": RESULTS_FORMAT, "job": job}, indent=1).encode())
+            replace_dir(staged, out)
+        finally:
+            shutil.rmtree(staged, ignore_errors=True)
+    try:
+        write()
+    except OSError as err:
+        raise SweepError(f"cannot write the inverse set to {out}: {err.strerror or err}; the folder was left as it "
+                         f"was") from None
     return out
 
 
@@ -98,7 +173,7 @@ def _unit_row(unit: int, label: str | None, summary: dict, seconds: float) -> di
             "diversity": summary.get("diversity", {}), "image": f"{UNITS_DIR}/unit_{unit:05d}.png"}
 
 
-def sweep_inverse_sets(classifier: Any, generator: Any, config: InverseSetSweepConfig, out_dir: str | os.PathLike,
+def sweep_inverse_sets(classifier: Model, generator: Model, config: InverseSetSweepConfig, out_dir: str | os.PathLike,
                        *, progress: bool | None = None, max_units: int | None = None) -> list[dict]:
     """Sample the inverse set of every unit in ``config`` into ``out_dir`` (resuming); returns the table rows.
 
@@ -114,12 +189,13 @@ def sweep_inverse_sets(classifier: Any, generator: Any, config: InverseSetSweepC
     out = pathlib.Path(out_dir)
     manifest = {"format": FORMAT, **dataclasses.asdict(config), "units": list(config.units),
                 "classifier": model_fingerprint(classifier), "generator": model_fingerprint(generator)}
-    open_output(out, {**manifest, "chunk_size": 1})
+    job = runfolder.job_id(open_output(out, {**manifest, "chunk_size": 1}))
     labels = unit_labels(config.layer, width)
     pre = dict(classifier.metadata.get("preprocessing") or {})
     settings = inverse_set.InverseSetConfig(n=config.n, k=config.k)
-    todo = [u for u in config.units if not unit_file(out, u).exists()]
-    bar = Progress(len(config.units), len(config.units) - len(todo), enabled=progress)
+    todo = [u for u in config.units if _unit_row_of(out, u, job, set_aside=True) is None]  # damaged ones redone
+    bar = Stage(f"inverse sets of {config.layer} in [{config.z1:g}, {config.z2:g}]", len(config.units), "unit",
+                mode=mode_for(progress), initial=len(config.units) - len(todo))
     for u in todo[:max_units]:
         t0 = time.perf_counter()
         key = jax.random.fold_in(jax.random.key(config.seed), u)
@@ -132,17 +208,35 @@ def sweep_inverse_sets(classifier: Any, generator: Any, config: InverseSetSweepC
             if len(result.codes):
                 images.save_png(pp.to_display(result.images[0], pre), out / row["image"])
                 images.save_png(contact_sheet(result, pre), out / UNITS_DIR / f"unit_{u:05d}_set.png")
-            atomic_write_bytes(unit_file(out, u), npz_bytes({
+            atomic_write_bytes(unit_file(out, u), runfolder.chunk_bytes({
                 "codes": result.codes, "activations": result.activations, "rounds": result.rounds,
                 "row": np.frombuffer(json.dumps(row).encode(), np.uint8)}))
         write_or_explain(f"unit {u}", commit, out)
         bar.update(1)
     bar.close()
-    rows = [json.loads(bytes(np.load(unit_file(out, u))["row"]).decode())
-            for u in config.units if unit_file(out, u).exists()]
+    rows = [r for r in (_unit_row_of(out, u, job) for u in config.units) if r is not None]
     if len(rows) == len(config.units):
         write_or_explain("the results table and gallery", lambda: _finish(out, rows, config), out)
     return rows
+
+
+def _unit_row_of(out: pathlib.Path, unit: int, job: str | None = None, set_aside: bool = False) -> dict | None:
+    """The table row a committed unit file holds; None when missing or (set aside when asked) damaged."""
+    path = unit_file(out, unit)
+    if not path.exists():
+        return None
+    try:
+        arrays = runfolder.read_chunk(path, job, unit).arrays
+        row = json.loads(bytes(arrays["row"]).decode())
+        if not isinstance(row, dict) or row.get("unit") != unit:
+            raise SweepError(f"{path} holds the row of unit {row.get('unit') if isinstance(row, dict) else '?'}")
+        return row
+    except (SweepError, KeyError, ValueError) as err:
+        if not set_aside:
+            raise SweepError(f"{path} is damaged ({runfolder.shorten(err, 200)}); run the same command again to "
+                             f"compute that unit anew") from None
+        runfolder.set_aside(path, f"{path} is damaged ({runfolder.shorten(err, 200)})")
+        return None
 
 
 def _finish(out: pathlib.Path, rows: list[dict], config: InverseSetSweepConfig) -> None:
@@ -158,4 +252,5 @@ def _finish(out: pathlib.Path, rows: list[dict], config: InverseSetSweepConfig) 
 
 
 
-__all__ = ["InverseSetSweepConfig", "contact_sheet", "save_results", "sweep_inverse_sets", "unit_file"]
+__all__ = ["InverseSetSweepConfig", "contact_sheet", "save_results", "sweep_inverse_sets", "unit_file",
+           "check_results_folder", "results_job", "RESULTS_FORMAT"]

@@ -1,0 +1,120 @@
+"""Scores that travel with every picture: percentiles, the path check, flags, the second opinion, PNGs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from PIL import Image
+
+import jaxviz
+from jaxviz import cli, recipes
+from jaxviz.core import objectives as O
+from jaxviz.core.loop import Method
+from jaxviz.core.params import Pixels
+from jaxviz.core.updates import normalized_gradient_ascent
+from jaxviz.scoring import default_scorer, flags_for, path_similarity, percentile_of
+from jaxviz.scoring.scores import NEVER_FIRED, NOT_ON_TOP, STOPPED_NAN
+
+
+@pytest.fixture(scope="module")
+def pair():
+    return jaxviz.load("caffenet"), jaxviz.load("generator")
+
+
+def test_percentile_closed_form():
+    ref = np.arange(100, dtype=np.float32)
+    assert percentile_of(100.0, ref) == 100.0 and percentile_of(-1.0, ref) == 0.0
+    assert percentile_of(49.5, ref) == 50.0
+    assert percentile_of(10.0, ref) == pytest.approx(10.5)  # ties count half
+    assert np.isnan(percentile_of(3.0, np.array([])))
+
+
+def test_path_similarity_closed_form():
+    rng = np.random.default_rng(0)
+    top = [rng.normal(size=(5, 8)) + np.arange(8)]             # exemplars share a profile
+    rand = [rng.normal(size=(20, 8))]                           # random images do not
+    like_top = [np.arange(8, dtype=float)[None] + 0.1 * rng.normal(size=(1, 8))]
+    unlike = [rng.normal(size=(1, 8))]
+    assert path_similarity(like_top, top, rand)[0][0] > 0.5
+    assert path_similarity(like_top, top, rand)[0][0] > path_similarity(unlike, top, rand)[0][0]
+
+
+def test_flags_have_reasons_and_fixes():
+    names = lambda flags: [f.name for f in flags]
+    assert names(flags_for("conv3", 0.0, 0.0, 30, -1)) == [NEVER_FIRED]
+    assert "conv3:pre" in flags_for("conv3", 0.0, 0.0, 30, -1)[0].fix
+    assert names(flags_for("fc8", 5.0, 6.0, 2, -1)) == [NOT_ON_TOP]
+    assert STOPPED_NAN in names(flags_for("fc8", 5.0, 6.0, 0, 7))
+    assert flags_for("fc8", 5.0, 6.0, 0, -1, percentile=99.0) == []
+    assert all(f.reason and f.fix for f in flags_for("fc8", 0.0, 0.0, 3, 4, 10.0, "1", "7"))
+
+
+def test_reference_set_is_unseen_digits_in_the_models_space(pair):
+    scorer = default_scorer(pair[0])
+    assert scorer.reference is not None and len(scorer.reference.images) >= 1000
+    assert scorer.reference.images.shape[1:] == (28, 28, 1)
+    values = scorer.reference_values("fc8", "center")
+    accuracy = np.mean(values.argmax(1) == scorer.reference.labels)
+    assert accuracy > 0.97  # the classifier's own figure on digits it never saw
+
+
+def test_dgn_am_result_carries_its_report_and_saves_a_card_aware_png(pair, tmp_path):
+    clf, gen = pair
+    v = recipes.dgn_am(gen, steps=20).visualize(clf, O.unit("fc8", 3), key=jax.random.key(0))
+    r = v.report
+    assert r.layer == "fc8" and r.unit == 3 and r.rank == 0 and r.percentile > 90
+    assert r.judge_label == "3" and r.target_label == "3" and r.flags == ()
+    assert r.activation == pytest.approx(float(np.asarray(
+        clf(v.best_image, ("fc8",))["fc8"])[0, 3]), rel=1e-5)
+    path = v.save_png(tmp_path / "three.png")
+    with Image.open(path) as im:
+        assert im.mode == "L" and im.size == (224, 224)  # gray, enlarged 8x
+        shown = np.asarray(im)[::8, ::8]
+    from jaxviz.models import preprocessing as pp
+    np.testing.assert_array_equal(shown, pp.to_display(np.asarray(v.best_image)[0], clf.preprocessing))
+    json.dumps(r.as_dict())  # JSON-ready
+
+
+def test_path_check_scores_a_fooling_image_below_a_natural_one(pair):
+    """A few pixels driven hard can put a unit on top, but not the way real digits reach it."""
+    clf, gen = pair
+    natural = recipes.dgn_am(gen, steps=30).visualize(clf, O.unit("fc8", 7), key=jax.random.key(1))
+    mask = np.zeros((1, 28, 28, 1), np.float32)
+    mask.reshape(-1)[np.random.default_rng(0).choice(28 * 28, 20, replace=False)] = 1.0  # 20 scattered pixels
+    keep_twenty = lambda z, ctx: z * jnp.asarray(mask)
+    fooling = jaxviz.visualize(clf, O.unit("fc8", 7), Pixels((28, 28, 1), init_std=10.0),
+                               method=Method(60, normalized_gradient_ascent(100.0), operator=keep_twenty),
+                               key=jax.random.key(0))
+    assert fooling.report.rank == 0 and fooling.report.activation > 0  # it does fool the objective
+    assert np.abs(np.asarray(fooling.best_image)).max() > 1000         # with pixels far outside the range
+    assert fooling.report.path_score < natural.report.path_score - 0.1
+    assert natural.report.path_score > 0.2
+
+
+def test_unit_that_never_fires_at_the_centre_is_flagged_by_the_cli(capsys, tmp_path):
+    code = cli.main(["visualize", "--layer", "conv3", "--unit", "5", "--method", "pixel", "--objective", "raw",
+                     "--steps", "6", "--out", str(tmp_path / "c.png")])
+    out = capsys.readouterr().out
+    assert code == 0  # a flag is information, not an error
+    assert "flag never_fired" in out and "conv3:pre" in out and "1 flag(s)" in out
+    assert (tmp_path / "c.png").is_file()
+
+
+def test_sweep_to_a_pipe_prints_one_line_per_stage_with_step_counts(tmp_path):
+    cmd = [sys.executable, "-m", "jaxviz", "sweep", "--layer", "fc8", "--units", "0-3", "--method", "pixel",
+           "--steps", "3", "--chunk-size", "2", "--out", str(tmp_path / "s")]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**__import__("os").environ,
+                                                                              "CI": ""})
+    assert done.returncode == 0, done.stderr
+    lines = [line for line in done.stderr.splitlines() if "chunk" in line]
+    assert len(lines) == 2 and all("2/2 steps" in line for line in lines), done.stderr  # steps - 1 updates
+    assert "\r" not in done.stderr
+    rows = [json.loads(line) for line in (tmp_path / "s" / "results.jsonl").read_text().splitlines()]
+    assert all(r["percentile"] is not None and r["judge_label"] is not None for r in rows)
+    assert "flags" in done.stdout
