@@ -377,8 +377,8 @@ def _run_sweep(args) -> int:
                                 args.chunk_size)
     s = sweeps.sweep(clf, gen, config, args.out, progress=args.progress, max_chunks=args.max_chunks)
     done = (s.out_dir / "index.html").exists()
-    print(f"{s.computed} of {s.runs} runs computed now, chunk size {s.chunk_size} on {s.devices} device(s), "
-          f"{s.units_per_second:.2f} runs/s")
+    rate = f"{s.units_per_second:.2f} runs/s" if s.computed else "nothing left to compute (resumed)"
+    print(f"{s.computed} of {s.runs} runs computed now, chunk size {s.chunk_size} on {s.devices} device(s), {rate}")
     if not done:
         busy = getattr(s, "busy", ())
         if busy:

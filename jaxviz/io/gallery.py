@@ -62,7 +62,7 @@ def _caption(row: dict) -> str:
     label = row.get("label")
     named = f" {label[:12]}" if label and str(label) != str(row["unit"]) else ""
     value = row.get("scored_activation", row.get("final_activation"))
-    return f"{row['unit']}{named} {value:.3g}" if isinstance(value, (int, float)) else f"{row['unit']}{named}"
+    return f"{row['unit']}{named}: {value:.3g}" if isinstance(value, (int, float)) else f"{row['unit']}{named}"
 
 
 _STYLE = """
@@ -122,7 +122,7 @@ function draw(section) {
     if (t.flags && t.flags.length) {
       var f = document.createElement('div'); f.className = 'flags';
       f.textContent = t.flags.map(function (x) { return x.name; }).join(', ');
-      f.title = t.flags.map(function (x) { return x.reason + '; try: ' + x.fix; }).join('\n');
+      f.title = t.flags.map(function (x) { return x.reason + '; try: ' + x.fix; }).join('\\n');
       div.appendChild(f);
     }
     if (missed && t.message) { var w = document.createElement('div'); w.className = 'why'; w.textContent = t.message; div.appendChild(w); }

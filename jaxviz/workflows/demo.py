@@ -31,7 +31,7 @@ from jaxviz.workflows import sweep
 from jaxviz.workflows.inverse_sets import check_results_folder, results_job, save_results
 from jaxviz.workflows.runfolder import open_job_folder
 from jaxviz.workflows.progress import Stage, Stages
-from jaxviz.workflows.runfolder import RESULTS
+from jaxviz.workflows.runfolder import METADATA, RESULTS
 
 PAIRS_PER_ROW = 10
 # Steps per run: the embedded pair converges in far fewer steps than CaffeNet (DGN-AM's 200).
@@ -147,7 +147,8 @@ def run_atlas(out_dir: str | os.PathLike = "out/demo", classifier_dir: str | Non
         flagged = sum(1 for r in rows if r.get("flags"))
         figures[method] = {"units": len(rows), "top1": top1, "judge_agrees": agree if judged else None,
                            "flagged": flagged, "chunk_size": s.chunk_size, "devices": s.devices,
-                           "units_per_second": round(s.units_per_second, 3),
+                           # after a resume that computed nothing, the rate the computing run measured
+                           "units_per_second": json.loads((out / method / METADATA).read_text())["units_per_second"],
                            "seconds": round(time.perf_counter() - t0, 1)}
         judge = (f"; the independent classifier reads the target class in {agree} of {len(judged)}" if judged
                  else "; no independent classifier named")
@@ -196,7 +197,7 @@ def run_demo(out_dir: str | os.PathLike = "out/demo", classifier_dir: str | None
             note=f"label kept by G(E(x)): {summary['label_agreement']:.2f}"))
         sections.append(run_inverse_set_section(out))
     seconds = time.perf_counter() - start
-    meta = {m: f"{f['units_per_second']} units/s (chunk {f['chunk_size']})" for m, f in atlas["figures"].items()}
+    meta = {m: f"{f['units_per_second']} runs/s (chunk {f['chunk_size']})" for m, f in atlas["figures"].items()}
     meta["wall seconds"] = round(seconds, 1)
     models = "converted CaffeNet + generator" if atlas["real"] else "embedded MNIST pair"
     page = gallery.write_gallery(out / "index.html", f"jaxviz atlas: every fc8 class of the {models}",

@@ -3,7 +3,8 @@
 A stage is a named piece of work with a known size ("sweep fc6 dgn_am, chunk 2/9: steps"). On a
 terminal it draws a ``tqdm`` bar that moves with every step; when the output is a pipe or a log file
 (or under CI) it prints one line when the stage ends, with its count and time, so a log shows life
-without a thousand carriage returns.
+without a thousand carriage returns; a stage that runs longer than ``HEARTBEAT`` seconds also prints a
+line with its count every ``HEARTBEAT`` seconds, so a long chunk is not silent.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import time
 from typing import Any, TextIO
 
 from tqdm import tqdm
+
+HEARTBEAT = 30.0  # seconds between the lines of a long stage when the output is not a terminal
 
 
 def interactive(stream: TextIO) -> bool:
@@ -35,7 +38,7 @@ class Stage:
         if self.mode not in ("bar", "lines", "off"):
             raise ValueError(f"progress mode must be 'bar', 'lines' or 'off', got {self.mode!r}")
         self.name, self.total, self.unit, self.done = name, int(total), unit, int(initial)
-        self.t0 = time.perf_counter()
+        self.t0 = self._last = time.perf_counter()
         self._bar = (tqdm(total=self.total, initial=self.done, desc=name, unit=unit or "it", file=self.stream,
                           dynamic_ncols=True, leave=True) if self.mode == "bar" else None)
         self._closed = False
@@ -45,6 +48,10 @@ class Stage:
         self.done += n
         if self._bar is not None:
             self._bar.update(n)
+        elif self.mode == "lines" and time.perf_counter() - self._last >= HEARTBEAT and self.done < self.total:
+            self._last = time.perf_counter()
+            self.stream.write(f"{self.name}: {self._count()} so far, {self._last - self.t0:.0f} s\n")
+            self.stream.flush()
 
     def close(self, note: str = "") -> None:
         """End the stage (the line of a non-terminal run is printed here)."""
@@ -57,10 +64,12 @@ class Stage:
             self._bar.close()
         elif self.mode == "lines":
             seconds = time.perf_counter() - self.t0
-            count = f"{self.done}/{self.total}" + (f" {self.unit}s" if self.unit else "")
-            self.stream.write(f"{self.name}: {count} in {seconds:.1f} s"
+            self.stream.write(f"{self.name}: {self._count()} in {seconds:.1f} s"
                               + (f"; {note}" if note else "") + "\n")
             self.stream.flush()
+
+    def _count(self) -> str:
+        return f"{self.done}/{self.total}" + (f" {self.unit}s" if self.unit else "")
 
     def __enter__(self) -> "Stage":
         return self
@@ -103,4 +112,4 @@ def mode_for(progress: bool | None) -> str | None:
     return None if progress is None else ("bar" if progress else "off")
 
 
-__all__ = ["Stage", "Stages", "interactive", "mode_for"]
+__all__ = ["HEARTBEAT", "Stage", "Stages", "interactive", "mode_for"]
