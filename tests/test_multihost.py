@@ -7,9 +7,16 @@ result must equal a single-process run bit for bit, and a run in which one proce
 (SIGKILL while it computes its second chunk) must finish when rerun.
 
 CPU collectives: the barrier (``multihost_utils.sync_global_devices``) is a cross-process collective,
-which XLA:CPU runs through gloo. jax >= 0.4.34 uses gloo by default once ``jax.distributed`` is
-initialized; older versions need ``jax.config.update("jax_cpu_collectives_implementation", "gloo")``
-before initializing, which the worker below sets explicitly (it is harmless where it is the default).
+which XLA:CPU runs through gloo. gloo is the CPU default of the jax this was written with (0.10: a
+plain ``initialize`` worked); versions without that default need
+``jax.config.update("jax_cpu_collectives_implementation", "gloo")`` before initializing, which the
+worker below sets explicitly (harmless where it is the default).
+
+Two things this test found and the code now handles: orbax runs a barrier across all processes in
+every checkpoint restore, so process 0 loading a model alone (the judge, to score the sweep) paired
+its barrier with the other process's and both aborted; checkpoints are now read process-locally. And
+a process that left ``sweep`` while process 0 still wrote the gallery failed jax's shutdown barrier;
+all processes now leave together.
 
 Run directly, this file is the worker: ``python tests/test_multihost.py PROCESS_ID PORT OUT [DIE_AT_CHUNK]``.
 """

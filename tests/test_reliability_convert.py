@@ -195,11 +195,32 @@ def _silent_flip(folder):
     pytest.fail("no bit flip changed a weight silently")
 
 
+def _strip_file_checksums(folder):
+    """The card without its per-file checksums (so the per-array ones are what catches damage)."""
+    card = json.loads((folder / "metadata.json").read_text())
+    del card[checkpoint.FILE_CHECKSUMS], card[checkpoint.CARD_CHECKSUM]
+    (folder / "metadata.json").write_text(json.dumps(card))
+
+
 def test_a_flipped_weight_bit_is_named_on_load(files, tmp_path):
     folder = shutil.copytree(files["converted"], tmp_path / "m")
-    _silent_flip(folder)  # before checksums, this loaded as a model with one wrong weight
+    data, _ = _silent_flip(folder)  # before checksums, this loaded as a model with one wrong weight
+    with pytest.raises(checkpoint.CheckpointError, match=rf"params/ocdbt.process_0/d/{data.name} is damaged: it "
+                                                          rf"does not match its sha256 in .*metadata.json"):
+        jm.load("caffenet", folder)
+    _strip_file_checksums(folder)  # and each array is checked too, naming it
     with pytest.raises(checkpoint.CheckpointError, match=r"array '\w+/\w+' in .*params does not match its "
                                                           r"checksum in .*metadata.json"):
+        jm.load("caffenet", folder)
+
+
+def test_every_file_of_params_is_checked(files, tmp_path):
+    folder = shutil.copytree(files["converted"], tmp_path / "m")
+    card = json.loads((folder / "metadata.json").read_text())
+    assert sorted(card[checkpoint.FILE_CHECKSUMS]) == sorted(
+        str(p.relative_to(folder / "params")) for p in (folder / "params").rglob("*") if p.is_file())
+    (folder / "params" / "_CHECKPOINT_METADATA").unlink()
+    with pytest.raises(checkpoint.CheckpointError, match="_CHECKPOINT_METADATA is missing"):
         jm.load("caffenet", folder)
 
 
@@ -213,13 +234,15 @@ def test_the_embedded_models_verify():
 def test_an_old_card_without_checksums_loads_with_a_warning(files, tmp_path):
     folder = shutil.copytree(files["converted"], tmp_path / "old")
     card = json.loads((folder / "metadata.json").read_text())
-    del card[checkpoint.CHECKSUMS]
+    for key in (checkpoint.CHECKSUMS, checkpoint.CARD_CHECKSUM, checkpoint.FILE_CHECKSUMS):
+        del card[key]  # as cards were before checksums
     (folder / "metadata.json").write_text(json.dumps(card))
     with pytest.warns(checkpoint.UnverifiedCheckpointWarning, match="no parameter checksums.*reconvert"):
         model = jm.load("caffenet", folder)
     assert _same_params(model.params, _params(files["converted"]))
 
 
+@pytest.mark.parametrize("strip", [False, True], ids=["with-file-checksums", "array-checksums-only"])
 @pytest.mark.parametrize("damage, match", [
     (lambda f: (f / "metadata.json").write_text("{not json"), r"metadata.json is damaged \(not JSON"),
     (lambda f: (f / "metadata.json").write_text("[1, 2]"), "metadata.json is damaged"),
@@ -228,21 +251,30 @@ def test_an_old_card_without_checksums_loads_with_a_warning(files, tmp_path):
      "metadata.json is damaged: its 'layers'"),
     (lambda f: (f / "params" / "_METADATA").write_text("{"), r"_METADATA is damaged"),
     (lambda f: (f / "params" / "_METADATA").write_text('{"tree_metadata": 3}'), r"_METADATA is damaged"),
-    (lambda f: (f / "params" / "_METADATA").write_text('{"tree_metadata": {"x": 1}}'), r"params is damaged"),
-    (lambda f: faults.truncate(f / "params" / "manifest.ocdbt", 10), r"params is damaged"),
+    (lambda f: (f / "params" / "_METADATA").write_text('{"tree_metadata": {"x": 1}}'), r"params(/_METADATA)? is damaged"),
+    (lambda f: faults.truncate(f / "params" / "manifest.ocdbt", 10), r"params(/manifest.ocdbt)? is damaged"),
     (lambda f: shutil.rmtree(f / "params"), r"params not found"),
     (lambda f: (f / "metadata.json").unlink(), r"metadata.json not found"),
 ])
-def test_a_damaged_model_folder_is_named(files, tmp_path, damage, match):
+def test_a_damaged_model_folder_is_named(files, tmp_path, damage, match, strip):
     folder = shutil.copytree(files["converted"], tmp_path / "m")
+    if strip:
+        _strip_file_checksums(folder)
     damage(folder)
     with pytest.raises(checkpoint.CheckpointError, match=match):
         jm.load("caffenet", folder)
 
 
-def test_an_edited_config_is_named(files, tmp_path):
+def test_an_edited_card_is_named(files, tmp_path):
     folder = shutil.copytree(files["converted"], tmp_path / "m")
     card = json.loads((folder / "metadata.json").read_text())
+    card["config"]["lrn_alpha"] = 0.0003  # a flipped digit: a different network, silently, before card_sha256
+    (folder / "metadata.json").write_text(json.dumps(card))
+    with pytest.raises(checkpoint.CheckpointError, match="edited after conversion.*delete the card_sha256"):
+        jm.load("caffenet", folder)
+    del card[checkpoint.CARD_CHECKSUM]  # a deliberate edit, accepted
+    (folder / "metadata.json").write_text(json.dumps(card))
+    assert jm.load("caffenet", folder).config.lrn_alpha == 0.0003
     card["config"]["fc"] = [16, 16, 7]
     (folder / "metadata.json").write_text(json.dumps(card))
     with pytest.raises(checkpoint.CheckpointError, match="do not fit the network its config describes"):

@@ -257,8 +257,9 @@ def convert(architecture: str, caffemodel: str | os.PathLike, out_dir: str | os.
             config = default_config()
         try:
             params = params_from_blobs(weights.blobs_by_layer(), config)
-        except ConversionError as err:
-            raise err.located(file=str(caffemodel)) from None
+        except ConversionError as err:  # with a prototxt, the two files disagree: name both
+            where = str(caffemodel) if prototxt is None else f"{caffemodel} with the prototxt {prototxt}"
+            raise err.located(file=where) from None
         nonfinite = check_finite(weights.blobs_by_layer(), list(params), str(caffemodel), allow_nonfinite)
         metadata: dict[str, Any] = {
             "architecture": architecture,

@@ -162,12 +162,12 @@ def lrn_within_channel(x: jax.Array, local_size: int = 5, alpha: float = 1.0,
     return x * jnp.power(1.0 + alpha * mean_sq, -beta)
 
 
-FORMS = {"conv": ("direct", "split", "im2col", "s2d", "s2d_im2col"),
+FORMS = {"conv": ("direct", "split", "im2col", "s2d", "s2d_im2col", "direct_s2d_grad"),
          "deconv": ("direct", "phases", "phases_im2col"),
          "max_pool": ("select", "xla")}
 """The layer forms ``conv2d`` / ``deconv2d`` accept as ``form=``: the same sums, scheduled differently."""
 
-CONV1_FORM = "s2d"
+CONV1_FORM = "direct_s2d_grad"
 POOL_FORM = "select"
 """The forms of strided convolutions on CPU (CaffeNet's conv1) and of max pooling's gradient; see
 benchmarks/form_ablation.py and benchmarks/README.md for the measurements behind them."""
@@ -187,11 +187,14 @@ def conv2d(x: jax.Array, kernel: jax.Array, bias: jax.Array | None, stride: Sequ
     - ``"im2col"``: the k*k shifted (strided) views of the padded input side by side, one matmul per group;
     - ``"s2d"``: a strided convolution as space-to-depth (stride*stride phases into channels, the kernel
       zero-padded to a multiple of the stride) and a stride-1 convolution; ``"s2d_im2col"`` does that
-      stride-1 convolution as im2col.
+      stride-1 convolution as im2col;
+    - ``"direct_s2d_grad"``: the direct form forward, the ``"s2d"`` form's gradients (a ``custom_vjp``).
     """
     stride, pad, dilation = tuple(stride), tuple(pad), tuple(dilation)
     form = form or conv_form(x.shape, kernel.shape, stride, dilation, groups)
-    if form == "s2d" or form == "s2d_im2col":
+    if form == "direct_s2d_grad" and groups == 1 and dilation == (1, 1):
+        y = _conv2d_direct_s2d_grad(x, kernel, stride, pad)
+    elif form == "s2d" or form == "s2d_im2col":
         y = _conv2d_space_to_depth(x, kernel, stride, pad, groups,
                                    "im2col" if form == "s2d_im2col" else "direct")
     elif form == "im2col":
@@ -200,7 +203,7 @@ def conv2d(x: jax.Array, kernel: jax.Array, bias: jax.Array | None, stride: Sequ
         xs, ks = jnp.split(x, groups, axis=-1), jnp.split(kernel, groups, axis=-1)
         y = jnp.concatenate([_conv2d_direct(xg, kg, stride, pad, dilation, 1) for xg, kg in zip(xs, ks)],
                             axis=-1)
-    elif form in ("direct", "split"):
+    elif form in ("direct", "split", "direct_s2d_grad"):
         y = _conv2d_direct(x, kernel, stride, pad, dilation, groups)
     else:
         raise ValueError(f"conv2d: unknown form {form!r}; forms: {', '.join(FORMS['conv'])}")
@@ -216,11 +219,11 @@ def conv_form(x_shape, kernel_shape, stride, dilation=(1, 1), groups: int = 1) -
         return "split" if 1 < groups <= 16 else "direct"
     kh, kw, c_in_g, _ = kernel_shape
     if tuple(stride) != (1, 1):
-        # conv1 (11x11, stride 4, 3 channels): XLA:CPU's strided convolution of a 3-channel input runs on
-        # one core; as space-to-depth it is a 3x3 stride-1 convolution over 48 channels.
+        # conv1 (11x11, stride 4, 3 channels): XLA:CPU's direct form has the fastest forward, but its
+        # gradient is slow; the space-to-depth form (a 3x3 stride-1 convolution over 48 channels)
+        # differentiates fastest. CONV1_FORM combines them.
         return CONV1_FORM
-    oh, ow = _conv_out(x_shape[1], kh, 1, (kh - 1) // 2, 1), _conv_out(x_shape[2], kw, 1, (kw - 1) // 2, 1)
-    if groups == 1 and kh * kw * c_in_g >= 64 and oh * ow <= 200:
+    if groups == 1 and kh * kw * c_in_g >= 64 and x_shape[1] * x_shape[2] <= 200:
         # small maps (CaffeNet's 13x13 conv3, the generator's 8x8 conv5_1): one matmul beats XLA:CPU's
         # convolution; on larger maps (16x16 and up) the direct convolution wins.
         return "im2col"
@@ -237,11 +240,15 @@ def _conv_out(size: int, k: int, s: int, p: int, d: int) -> int:
     return (size + 2 * p - d * (k - 1) - 1) // s + 1
 
 
+@functools.partial(jax.jit, static_argnums=(2, 3, 4, 5))
 def _conv2d_im2col(x, kernel, stride, pad, dilation, groups):
     """Convolution as (shifted views side by side) @ (kernel as a matrix), per group.
 
     Patch columns are ordered (kernel row, kernel column, channel), the order of an HWIO kernel reshaped
-    to (kh*kw*C_in, C_out); the gradient of the views is k*k strided placements, no scatter.
+    to (kh*kw*C_in, C_out); the gradient of the views is k*k strided placements, no scatter. (The matmul
+    is a ``dot_general``, 1.5-2x faster on XLA:CPU than the same contraction as a 1x1 convolution; the
+    form is its own nested ``jit``, inlined by XLA, so that a network's traced program shows one call per
+    convolution and its top-level ``dot_general`` ops stay its fully connected layers.)
     """
     kh, kw, c_in_g, c_out = kernel.shape
     n, h, w, c = x.shape
@@ -259,6 +266,26 @@ def _conv2d_im2col(x, kernel, stride, pad, dilation, groups):
         kg = kernel[..., g * c_out_g:(g + 1) * c_out_g].reshape(kh * kw * c_in_g, c_out_g)
         outs.append(lax.dot_general(patches, kg, (((3,), (0,)), ((), ()))))
     return outs[0] if groups == 1 else jnp.concatenate(outs, axis=-1)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _conv2d_direct_s2d_grad(x, kernel, stride, pad):
+    """Forward: the direct convolution (XLA:CPU's fastest forward for conv1); gradients: those of the
+    space-to-depth form (its fastest backward). Both are the same linear map."""
+    return _conv2d_direct(x, kernel, stride, pad, (1, 1), 1)
+
+
+def _direct_s2d_fwd(x, kernel, stride, pad):
+    return _conv2d_direct(x, kernel, stride, pad, (1, 1), 1), (x, kernel)
+
+
+def _direct_s2d_bwd(stride, pad, res, g):
+    x, kernel = res
+    _, back = jax.vjp(lambda a, b: _conv2d_space_to_depth(a, b, stride, pad, 1, "direct"), x, kernel)
+    return back(g)
+
+
+_conv2d_direct_s2d_grad.defvjp(_direct_s2d_fwd, _direct_s2d_bwd)
 
 
 def _conv2d_space_to_depth(x, kernel, stride, pad, groups, inner: str):

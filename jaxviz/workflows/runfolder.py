@@ -162,6 +162,7 @@ def open_output(out: pathlib.Path, manifest: dict) -> dict:
         for sub in (CHUNKS, UNITS_DIR):
             (out / sub).mkdir(exist_ok=True)
             clean_stale(out / sub)
+        clean_stale_claims(out)
     write_or_explain("the sweep folders", subfolders, out)
     return found
 
@@ -325,6 +326,15 @@ def unit_file_digests(out: pathlib.Path) -> dict[str, str]:
     return found
 
 
+def read_json_or_empty(path: pathlib.Path) -> dict:
+    """A JSON object file written by a job (rewritten by it), or {} when missing or damaged."""
+    try:
+        value = json.loads(pathlib.Path(path).read_bytes().decode("utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
 def read_or_none(path: pathlib.Path) -> bytes | None:
     """A file's bytes, None when it is missing or unreadable."""
     try:
@@ -416,6 +426,27 @@ def try_claim(path: pathlib.Path) -> str | None:
     return describe_claim(path, _read_claim(path))
 
 
+def clean_stale_claims(out: pathlib.Path) -> list[pathlib.Path]:
+    """Remove the claims of processes that are gone (their chunks are computed again, or were finished)."""
+    removed = []
+    try:
+        claims = sorted((pathlib.Path(out) / CHUNKS).glob("chunk_*.claim*"))
+    except OSError:
+        return removed
+    for path in claims:
+        if ".stale-" in path.name:  # a takeover interrupted between its rename and unlink
+            pid = path.name.rsplit("-", 1)[1]
+            if not (pid.isdigit() and pid_alive(int(pid))):
+                path.unlink(missing_ok=True)
+                removed.append(path)
+            continue
+        record = _read_claim(path)
+        if record is not None and not claim_is_live(path, record):
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
 def release_claim(path: pathlib.Path) -> None:
     """Give up a claim this process holds."""
     record = _read_claim(path)
@@ -426,6 +457,6 @@ def release_claim(path: pathlib.Path) -> None:
 __all__ = ["MANIFEST", "CHUNKS", "UNITS_DIR", "RESULTS", "METADATA", "SweepError", "RunFolderError",
            "DamagedFileWarning", "chunk_path", "claim_path", "write_or_explain", "open_output", "open_job_folder",
            "read_manifest", "job_id", "chunk_bytes", "read_chunk", "Chunk", "set_aside", "pending_chunks",
-           "load_chunk_files", "warn_stray_chunks", "unit_file_digests", "read_or_none", "png_is_whole",
+           "load_chunk_files", "clean_stale_claims", "warn_stray_chunks", "unit_file_digests", "read_or_none", "read_json_or_empty", "png_is_whole",
            "warn_damaged", "try_claim", "release_claim", "claim_is_live", "array_sha256", "file_sha256",
            "shorten"]

@@ -412,13 +412,13 @@ def flag_counts(rows: Sequence[dict]) -> dict[str, int]:
 def finalize(out: pathlib.Path, labels: list[str] | None, summary: SweepSummary, scorer: Scorer | None = None,
              position: Any = "center") -> None:
     """From the chunk files: codes, missing PNGs, scores, results.jsonl, metadata.json, contact sheets, index.html."""
-    manifest = json.loads((out / MANIFEST).read_text())
+    manifest = runfolder.read_manifest(out / MANIFEST)
     data = load_chunks(out)
     reports = score_runs(scorer, data, manifest["layer"], position) if scorer is not None else None
     rows = result_rows(data, labels, manifest["steps"], reports)
     _ensure_unit_files(out, rows, data, manifest["preprocessing"])
     atomic_write_bytes(out / RESULTS, "".join(json.dumps(r) + "\n" for r in rows).encode())
-    previous = json.loads((out / METADATA).read_text()) if (out / METADATA).is_file() else {}
+    previous = runfolder.read_json_or_empty(out / METADATA)  # a damaged one is rewritten below
     # A resumed sweep that computed nothing keeps the throughput its computing run measured.
     rate = summary.units_per_second if summary.computed else previous.get("units_per_second", 0.0)
     meta = {"runs": summary.runs, "computed_this_time": summary.computed, "chunk_size": summary.chunk_size,

@@ -1,0 +1,813 @@
+"""jaxviz's benchmark suite: the device ceiling, the networks and steps against eager PyTorch, torch.compile
+and Lucent, sweep throughput, compile time, peak memory and the inverse-set workload, in one run.
+
+Everything compared is measured in one process, the variants of each figure interleaved (``timing``),
+medians of ``--repeats`` rounds, with the machine's load before and after beside every figure. Real sizes
+(CaffeNet 227x227, the 4096-code fc6 generator -> 256x256, crop 227), random weights (speed does not
+depend on the values), the PyTorch twins holding the same weights (``torch_nets``). Pieces (``--only``):
+
+- ``ceiling``: a 2048^3 float32 matmul (and bfloat16), GFLOP/s, JAX and PyTorch;
+- ``caffenet_fwd``, ``pixel`` (CaffeNet forward + input gradient + normalized step), ``generator_fwd``,
+  ``generator_vjp``, ``dgn_am`` (G, crop, CaffeNet to fc8, both backward, DGN-AM's update, clip, decay):
+  ms, images/s, XLA's GFLOP (``cost_analysis``), GFLOP/s and fraction of the ceiling; jaxviz, eager
+  PyTorch, torch.compile (``--no-torch-compile`` leaves it out), and the ratio jaxviz / eager;
+  ``dgn_am`` and ``pixel`` also through jaxviz's own loop (``compiled_run``, per step);
+- ``lucent``: Lucent rendering channel objectives with its default Fourier, decorrelated image (and its
+  ``upconvGAN`` with our random generator weights) against ``recipes.lucid`` on the same network, one
+  image and a batch of 8 channels;
+- ``sweep``: DGN-AM units/s against chunk size through ``compiled_run`` (what ``jaxviz sweep`` runs);
+- ``compile``: first call against steady state of ``recipes.lucid`` at batch 1 and 8, in fresh processes,
+  without and with JAX's persistent compilation cache (cold, then warm);
+- ``memory``: peak resident memory of each step per batch, each in a fresh process (measured: the
+  kernel's peak-RSS mark, reset after setup and compilation, minus the resident size then), beside
+  XLA's own memory analysis (in the step rows);
+- ``inverse_set``: ``sample_inverse_set`` with ``InverseSetConfig(n=500, k=10)``, fc8 unit 3 in [10, 15], on
+  the embedded pair (first call, with compilation, and a second one).
+
+Writes ``PREFIX.json``, ``PREFIX.md`` and ``PREFIX.png`` (``--out PREFIX``, default
+``benchmarks/results/<backend>-<date>``)::
+
+    python -m benchmarks.suite [--out benchmarks/results/quick] [--only caffenet_fwd,dgn_am] [--batches 1,8]
+
+Lucent imports ``torchvision.transforms.Normalize`` only; torchvision's wheels for torch 2.13 do not load
+beside the CPU build, so when torchvision is missing this process (only) installs a stand-in module with
+that one class (see ``_torchvision_stand_in``); Lucent's ImageNet normalization is not used here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import functools
+import json
+import os
+import pathlib
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from benchmarks.timing import block, interleaved, load, machine
+
+ALL = ("ceiling", "caffenet_fwd", "pixel", "generator_fwd", "generator_vjp", "dgn_am", "lucent", "sweep",
+       "compile", "memory", "inverse_set")
+STEPS = ("caffenet_fwd", "pixel", "generator_fwd", "generator_vjp", "dgn_am")
+LR = 1.0           # pixel step: x += LR g / mean|g|
+DGN_LR = 8.0       # DGN-AM's first learning rate
+
+
+# ----- the workloads, in JAX ---------------------------------------------------------------------------
+
+def random_params(module, example, taps, seed=0):
+    """Parameters shaped like ``module.init``'s, filled by numpy (no per-parameter compilation)."""
+    shapes = jax.eval_shape(lambda: module.init(jax.random.key(0), example, taps))["params"]
+    rng = np.random.default_rng(seed)
+    return jax.tree_util.tree_map(lambda s: jnp.asarray(rng.normal(0, 0.01, s.shape).astype(np.float32)), shapes)
+
+
+class Nets:
+    """The real-size CaffeNet and generator with random weights, in JAX and (lazily) PyTorch."""
+
+    def __init__(self):
+        from jaxviz.models import CaffeNet, CaffeNetConfig, Generator, GeneratorConfig
+        self.c_cfg, self.g_cfg = CaffeNetConfig(), GeneratorConfig()
+        self.caffenet, self.generator = CaffeNet(self.c_cfg), Generator(self.g_cfg)
+        self.c_params = random_params(self.caffenet, jnp.zeros((1, 227, 227, 3)), ("fc8",))
+        self.g_params = random_params(self.generator, jnp.zeros((1, 4096)), ("deconv0",), seed=1)
+        self.bounds = jnp.full((4096,), 30.0)
+        self._torch = None
+
+    def torch(self):
+        if self._torch is None:
+            from benchmarks.torch_nets import caffenet_from_jaxviz, generator_from_jaxviz
+            self._torch = (caffenet_from_jaxviz(self.c_params, self.c_cfg),
+                           generator_from_jaxviz(self.g_params, self.g_cfg))
+        return self._torch
+
+    # pure JAX functions (jitted by the caller)
+    def fc8(self, p, x):
+        return self.caffenet.apply({"params": p}, x, ("fc8",))["fc8"]
+
+    def image(self, gp, h):
+        return self.generator.apply({"params": gp}, h, ("deconv0",))["deconv0"]
+
+    def jax_fns(self) -> dict[str, Callable]:
+        o = self.g_cfg.crop_offset
+
+        def caffenet_fwd(p, x):
+            return self.fc8(p, x)
+
+        def pixel(p, x, t):
+            def obj(x):
+                return jnp.take_along_axis(self.fc8(p, x), t[:, None], 1).sum()
+            g = jax.grad(obj)(x)
+            return x + LR * g / (jnp.mean(jnp.abs(g), axis=(1, 2, 3), keepdims=True) + 1e-12)
+
+        def generator_fwd(gp, h):
+            return self.image(gp, h)
+
+        def generator_vjp(gp, h, ct):
+            img, back = jax.vjp(lambda v: self.image(gp, v), h)
+            return img, back(ct)[0]
+
+        def dgn_am(p, gp, h, t, ub):
+            def obj(h):
+                img = self.image(gp, h)[:, o:o + 227, o:o + 227]
+                return jnp.take_along_axis(self.fc8(p, img), t[:, None], 1).sum()
+            g = jax.grad(obj)(h)
+            h = h + DGN_LR * g / (jnp.mean(jnp.abs(g), axis=1, keepdims=True) + 1e-12)
+            return jnp.clip(h, 0.0, ub) * 0.99
+
+        return dict(caffenet_fwd=caffenet_fwd, pixel=pixel, generator_fwd=generator_fwd,
+                    generator_vjp=generator_vjp, dgn_am=dgn_am)
+
+    def jax_args(self, name: str, b: int):
+        rng = np.random.default_rng(b)
+        x = jnp.asarray(rng.normal(0, 30, (b, 227, 227, 3)).astype(np.float32))
+        h = jnp.asarray(np.abs(rng.normal(0, 1, (b, 4096))).astype(np.float32))
+        t = jnp.arange(b, dtype=jnp.int32) % 1000
+        ct = jnp.asarray(rng.normal(0, 1, (b, 256, 256, 3)).astype(np.float32))
+        return {"caffenet_fwd": (self.c_params, x), "pixel": (self.c_params, x, t),
+                "generator_fwd": (self.g_params, h), "generator_vjp": (self.g_params, h, ct),
+                "dgn_am": (self.c_params, self.g_params, h, t, self.bounds)}[name]
+
+    def torch_fns(self, b: int, compiled: bool = False) -> dict[str, Callable[[], Any]]:
+        import torch
+        net, gen = self.torch()
+        if compiled:
+            net, gen = torch.compile(net), torch.compile(gen)
+        rng = np.random.default_rng(b)
+        x = torch.from_numpy(rng.normal(0, 30, (b, 3, 227, 227)).astype(np.float32))
+        h = torch.from_numpy(np.abs(rng.normal(0, 1, (b, 4096))).astype(np.float32))
+        t = torch.arange(b) % 1000
+        ct = torch.from_numpy(rng.normal(0, 1, (b, 3, 256, 256)).astype(np.float32))
+        o = self.g_cfg.crop_offset
+
+        def caffenet_fwd():
+            with torch.no_grad():
+                return net(x)
+
+        def pixel():
+            xg = x.detach().requires_grad_(True)
+            obj = net(xg).gather(1, t[:, None]).sum()
+            g, = torch.autograd.grad(obj, xg)
+            with torch.no_grad():
+                return x + LR * g / (g.abs().mean(dim=(1, 2, 3), keepdim=True) + 1e-12)
+
+        def generator_fwd():
+            with torch.no_grad():
+                return gen(h)
+
+        def generator_vjp():
+            hg = h.detach().requires_grad_(True)
+            img = gen(hg)
+            return img, torch.autograd.grad(img, hg, ct)[0]
+
+        def dgn_am():
+            hg = h.detach().requires_grad_(True)
+            img = gen(hg)[:, :, o:o + 227, o:o + 227]
+            obj = net(img).gather(1, t[:, None]).sum()
+            g, = torch.autograd.grad(obj, hg)
+            with torch.no_grad():
+                hn = h + DGN_LR * g / (g.abs().mean(dim=1, keepdim=True) + 1e-12)
+                return hn.clamp(0.0, 30.0) * 0.99
+
+        return dict(caffenet_fwd=caffenet_fwd, pixel=pixel, generator_fwd=generator_fwd,
+                    generator_vjp=generator_vjp, dgn_am=dgn_am)
+
+
+def xla_cost(fn, args) -> tuple[Any, float | None, dict]:
+    """(compiled executable, XLA's GFLOP for one call, XLA's memory analysis in MB)."""
+    t0 = time.perf_counter()
+    compiled = jax.jit(fn).lower(*args).compile()
+    compile_s = time.perf_counter() - t0
+    gflop = None
+    try:
+        cost = compiled.cost_analysis()
+        cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+        gflop = float(cost.get("flops", 0.0)) / 1e9 or None
+    except Exception:  # noqa: BLE001  (not every backend reports it)
+        pass
+    mem = {}
+    try:
+        m = compiled.memory_analysis()
+        mem = {k: round(getattr(m, k) / 2**20, 1) for k in
+               ("argument_size_in_bytes", "output_size_in_bytes", "temp_size_in_bytes")}
+    except Exception:  # noqa: BLE001
+        pass
+    return compiled, gflop, {"compile_s": round(compile_s, 2), **mem}
+
+
+# ----- pieces ------------------------------------------------------------------------------------------
+
+def ceiling(repeats: int) -> dict:
+    """GFLOP/s of a large matmul: the most this device does with one XLA op (float32, bfloat16)."""
+    n = 2048
+    out = {}
+    variants = {}
+    for dtype in ("float32", "bfloat16"):
+        a = jnp.asarray(np.random.default_rng(0).normal(size=(n, n)), dtype)
+        f = jax.jit(lambda a, b: a @ b)
+        try:
+            block(f(a, a))
+        except Exception as e:  # noqa: BLE001
+            out[f"jax_{dtype}"] = {"error": str(e)[:200]}
+            continue
+        variants[f"jax_{dtype}"] = functools.partial(lambda f, a: block(f(a, a)), f, a)
+    try:
+        import torch
+        ta = torch.randn(n, n)
+        variants["torch_float32"] = lambda: ta @ ta
+        # (PyTorch's bfloat16 matmul on a CPU without native bf16 takes minutes at this size: left out)
+    except ImportError:
+        pass
+    res = interleaved(variants, repeats=repeats, warmup=2)
+    for k, v in res.items():
+        out[k] = {"ms": round(1000 * v["median_s"], 2), "gflops": round(2 * n**3 / v["median_s"] / 1e9, 1),
+                  "load": [v["load_before"], v["load_after"]]}
+    return out
+
+
+def _one_thread(fn):
+    """Run a PyTorch callable with one intra-op thread (then restore): on a machine whose cores are shared,
+    OpenMP's barriers wait for descheduled threads, and one thread can be the faster eager baseline."""
+    import torch
+
+    def call():
+        n = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            return fn()
+        finally:
+            torch.set_num_threads(n)
+    return call
+
+
+def steps(nets: Nets, names, batches, repeats, torch_compile: bool, ceiling_gflops: float | None,
+          with_loop: bool = True, torch_one_thread: bool = True, large_repeats: int = 3,
+          compile_batches=(1, 8)) -> list[dict]:
+    """Every workload at every batch: jaxviz, eager PyTorch, torch.compile (and jaxviz's loop), interleaved."""
+    rows = []
+    fns = nets.jax_fns()
+    for b in batches:
+        torch_eager = nets.torch_fns(b) if _have_torch() else {}
+        torch_comp = (nets.torch_fns(b, compiled=True) if torch_compile and _have_torch() and b in compile_batches
+                      else {})
+        for name in names:
+            args = nets.jax_args(name, b)
+            compiled, gflop, mem = xla_cost(fns[name], args)
+            t0 = time.perf_counter()
+            block(compiled(*args))
+            first_s = time.perf_counter() - t0 + mem["compile_s"]
+            variants = {"jaxviz": functools.partial(lambda c, a: block(c(*a)), compiled, args)}
+            if name in torch_eager:
+                variants["torch"] = torch_eager[name]
+                if torch_one_thread:
+                    variants["torch 1 thread"] = _one_thread(torch_eager[name])
+            extra = {}
+            if name in torch_comp:
+                t0 = time.perf_counter()
+                torch_comp[name]()
+                extra["torch_compile_first_call_s"] = round(time.perf_counter() - t0, 1)
+                variants["torch.compile"] = torch_comp[name]
+            loop_steps = 3
+            if with_loop and name in ("pixel", "dgn_am") and b in compile_batches:
+                run, run_args = _library_run(nets, name, b, loop_steps)
+                t0 = time.perf_counter()
+                block(run(*run_args))
+                extra["jaxviz_loop_first_call_s"] = round(time.perf_counter() - t0, 1)
+                variants["jaxviz loop"] = functools.partial(lambda r, a: block(r(*a)), run, run_args)
+            res = interleaved(variants, repeats=repeats if b < 32 else large_repeats)
+            row = {"workload": name, "batch": b, "xla_gflop": gflop and round(gflop, 2),
+                   "jaxviz_first_call_s": round(first_s, 2), "xla_memory_mb": mem, **extra,
+                   "load_before": res["jaxviz"]["load_before"], "load_after": res["jaxviz"]["load_after"]}
+            for k, v in res.items():
+                per = v["median_s"] / (loop_steps if k == "jaxviz loop" else 1)
+                row[k] = {"ms": round(1000 * per, 2), "images_per_s": round(b / per, 2),
+                          "samples_ms": [round(1000 * s / (loop_steps if k == "jaxviz loop" else 1), 1)
+                                         for s in v["samples_s"]]}
+                if gflop:
+                    row[k]["gflops"] = round(gflop / per, 1)
+                    if ceiling_gflops:
+                        row[k]["ceiling_fraction"] = round(gflop / per / ceiling_gflops, 3)
+            if "torch" in row:
+                row["ratio_jaxviz_over_torch"] = round(row["jaxviz"]["ms"] / row["torch"]["ms"], 3)
+            if "torch 1 thread" in row:
+                row["ratio_jaxviz_over_torch_1_thread"] = round(row["jaxviz"]["ms"] / row["torch 1 thread"]["ms"], 3)
+            if "torch.compile" in row:
+                row["ratio_jaxviz_over_torch_compile"] = round(row["jaxviz"]["ms"] / row["torch.compile"]["ms"], 3)
+            rows.append(row)
+            print(_row_line(row), flush=True)
+    return rows
+
+
+def _library_run(nets: Nets, name: str, b: int, n_steps: int):
+    """jaxviz's own loop (``compiled_run``, vmapped over ``b`` runs) for ``n_steps`` steps of DGN-AM / pixel AM."""
+    from jaxviz import recipes
+    from jaxviz.core import objectives
+    from jaxviz.core.loop import Method, compiled_run
+    from jaxviz.core.params import Pixels
+    from jaxviz.core.updates import normalized_gradient_ascent
+    from jaxviz.models.model import Model
+    classifier = Model("caffenet", nets.caffenet, nets.c_params, {})
+    if name == "dgn_am":
+        generator = Model("generator", nets.generator, nets.g_params, {})
+        preset = recipes.dgn_am(generator, bounds=30.0, steps=n_steps + 1)
+        param, method, aux = preset.param, preset.method, preset.aux_params
+    else:
+        param, method, aux = Pixels((227, 227, 3)), Method(n_steps, normalized_gradient_ascent(LR)), None
+    run = compiled_run(classifier.function, objectives.unit("fc8"), param, method, True, False)
+    keys = jax.random.split(jax.random.key(0), b)
+    targets = jnp.arange(b, dtype=jnp.int32) % 1000
+    return run, (classifier.params, aux, targets, keys)
+
+
+def _row_line(r: dict) -> str:
+    parts = [f"{r['workload']:14s} b{r['batch']:<4d}"]
+    for k in ("jaxviz", "torch", "torch 1 thread", "torch.compile", "jaxviz loop"):
+        if k in r:
+            parts.append(f"{k} {r[k]['ms']:8.1f} ms")
+    if "ratio_jaxviz_over_torch" in r:
+        parts.append(f"ratio {r['ratio_jaxviz_over_torch']:.2f}")
+    if r["jaxviz"].get("gflops"):
+        parts.append(f"{r['jaxviz']['gflops']:.0f} GFLOP/s")
+    parts.append(f"load {r['load_before'][0]}->{r['load_after'][0]}")
+    return "  ".join(parts)
+
+
+def _have_torch() -> bool:
+    try:
+        import torch  # noqa: F401
+        return True
+    except ImportError:
+        return False
+
+
+# ----- Lucent ------------------------------------------------------------------------------------------
+
+def _torchvision_stand_in() -> str | None:
+    """Lucent's transform module imports ``torchvision.transforms.Normalize``; with no loadable torchvision,
+    put a one-class stand-in in ``sys.modules`` (this process only). Returns what was done, or None."""
+    try:
+        import torchvision.transforms  # noqa: F401
+        return None
+    except Exception:  # noqa: BLE001  (missing, or the CUDA wheel that fails to load beside CPU torch)
+        pass
+    import types
+    import torch
+    for name in [m for m in sys.modules if m == "torchvision" or m.startswith("torchvision.")]:
+        del sys.modules[name]
+
+    class Normalize(torch.nn.Module):
+        def __init__(self, mean, std):
+            super().__init__()
+            self.mean = torch.tensor(mean).view(-1, 1, 1)
+            self.std = torch.tensor(std).view(-1, 1, 1)
+
+        def forward(self, t):
+            return (t - self.mean) / self.std
+
+    tv = types.ModuleType("torchvision")
+    tv.transforms = types.ModuleType("torchvision.transforms")
+    tv.transforms.Normalize = Normalize
+    sys.modules["torchvision"], sys.modules["torchvision.transforms"] = tv, tv.transforms
+    return "torchvision stand-in (transforms.Normalize only) installed in the benchmark process"
+
+
+def lucent_piece(nets: Nets, repeats: int, n_steps: int = 4) -> dict:
+    """Per-step time of channel visualizations: Lucent (Fourier, decorrelated; and its upconvGAN code
+    parameterization, the DGN-AM-like one) vs recipes.lucid, on CaffeNet conv5 channels 0..b-1."""
+    import torch
+    note = _torchvision_stand_in()
+    try:
+        from lucent.optvis import objectives as lobj, param as lparam, render, transform as ltr
+    except Exception as e:  # noqa: BLE001
+        return {"error": f"lucent did not import: {e}"}
+    from jaxviz import recipes
+    from jaxviz.core import objectives
+    from jaxviz.core.loop import compiled_run
+    from jaxviz.models.model import Model
+    import dataclasses
+
+    net, gen = nets.torch()
+    mean_bgr = torch.tensor([104.0, 117.0, 123.0]).view(1, 3, 1, 1)
+
+    class CaffeSpace(torch.nn.Module):
+        """RGB in [0, 1] (Lucent's images) -> Caffe space (BGR, 0-255, mean subtracted) -> CaffeNet."""
+
+        def __init__(self, net):
+            super().__init__()
+            self.net = net
+
+        def forward(self, x):
+            return self.net(x[:, [2, 1, 0]] * 255.0 - mean_bgr)
+
+    model = CaffeSpace(net).eval()
+    layer = "net_convs_4"   # conv5 (before its ReLU: the functional ReLU is not a module)
+    out: dict[str, Any] = {"note": note, "steps_timed": n_steps}
+    classifier = Model("caffenet", nets.caffenet, nets.c_params, {})
+    for b in (1, 8):
+        objective_l = sum(lobj.channel(layer, c, batch=i) for i, c in enumerate(range(b)))
+        variants = {}
+
+        def lucent_run(param_f, obj=objective_l):
+            render.render_vis(model, obj, param_f, thresholds=(n_steps,), show_image=False, progress=False,
+                              preprocess=False, fixed_image_size=227)
+        variants["lucent fft"] = functools.partial(
+            lucent_run, lambda b=b: lparam.image(227, batch=b, fft=True, decorrelate=True))
+        variants["lucent fft, 1 thread"] = _one_thread(variants["lucent fft"])
+        try:
+            from lucent.optvis.param.gan import upconvGAN
+            g = upconvGAN("fc6", pretrained=False)
+            g.G.load_state_dict(_gan_state(gen, g), strict=True)
+
+            def gan_param(b=b, g=g):
+                code = (torch.randn(b, 4096) * 1.0).requires_grad_(True)
+                return [code], lambda: g.visualize(code)
+            variants["lucent upconvGAN"] = functools.partial(lucent_run, gan_param)
+        except Exception as e:  # noqa: BLE001
+            out[f"upconvGAN_b{b}"] = f"did not build: {e}"
+        preset = recipes.lucid((227, 227, 3), None, steps=n_steps)
+        # one image per channel: targets are conv5 channels 0..b-1
+        run = compiled_run(classifier.function, objectives.channel("conv5:pre"), preset.param,
+                           dataclasses.replace(preset.method, steps=n_steps), True, False)
+        keys = jax.random.split(jax.random.key(0), b)
+        targets = jnp.arange(b, dtype=jnp.int32)
+        t0 = time.perf_counter()
+        block(run(classifier.params, None, targets, keys))
+        out[f"jaxviz_lucid_first_call_s_b{b}"] = round(time.perf_counter() - t0, 1)
+        variants["jaxviz recipes.lucid"] = lambda run=run, keys=keys, targets=targets: block(
+            run(classifier.params, None, targets, keys))
+        res = interleaved(variants, repeats=max(3, repeats // 2))
+        out[f"b{b}"] = {k: {"ms_per_step": round(1000 * v["median_s"] / n_steps, 1),
+                            "load": [v["load_before"], v["load_after"]]} for k, v in res.items()}
+        j = out[f"b{b}"]["jaxviz recipes.lucid"]["ms_per_step"]
+        for k in list(out[f"b{b}"]):
+            if k.startswith("lucent"):
+                out[f"b{b}"][k]["ratio_jaxviz_over_this"] = round(j / out[f"b{b}"][k]["ms_per_step"], 3)
+        print(f"lucent b{b}: " + json.dumps(out[f"b{b}"]), flush=True)
+    return out
+
+
+def _gan_state(gen, g) -> dict:
+    """Our TorchGenerator's weights under upconvGAN's layer names (the same Caffe layouts)."""
+    from jaxviz.models.generator import DECONV_LAYERS, FC_LAYERS
+    state = {}
+    for name, fc in zip(FC_LAYERS, gen.fcs):
+        state[f"{name}.weight"], state[f"{name}.bias"] = fc.weight, fc.bias
+    for name, d in zip(DECONV_LAYERS, gen.deconvs):
+        state[f"{name}.weight"], state[f"{name}.bias"] = d.weight, d.bias
+    return state
+
+
+# ----- sweep throughput ---------------------------------------------------------------------------------
+
+def sweep_piece(nets: Nets, chunks, repeats: int, n_steps: int = 3) -> list[dict]:
+    """DGN-AM on fc8 units through ``compiled_run`` at each chunk size: unit-steps/s and units/s (200 steps)."""
+    rows = []
+    variants, firsts = {}, {}
+    for c in chunks:
+        run, args = _library_run(nets, "dgn_am", c, n_steps)
+        t0 = time.perf_counter()
+        block(run(*args))
+        firsts[c] = round(time.perf_counter() - t0, 1)
+        variants[f"chunk {c}"] = functools.partial(lambda r, a: block(r(*a)), run, args)
+    res = interleaved(variants, repeats=max(3, repeats // 2))
+    for c in chunks:
+        v = res[f"chunk {c}"]
+        per_step = v["median_s"] / n_steps
+        rows.append({"chunk": c, "ms_per_step": round(1000 * per_step, 1),
+                     "unit_steps_per_s": round(c / per_step, 2), "units_per_s_200_steps": round(c / per_step / 200, 4),
+                     "first_call_s": firsts[c], "load": [v["load_before"], v["load_after"]]})
+        print(f"sweep chunk {c}: {json.dumps(rows[-1])}", flush=True)
+    return rows
+
+
+# ----- fresh-process pieces: compile time, peak memory -----------------------------------------------------
+
+def _child(argv: list[str], env: dict | None = None, timeout: int = 900) -> dict:
+    cmd = [sys.executable, "-m", "benchmarks.suite", *argv]
+    p = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=timeout,
+                       cwd=pathlib.Path(__file__).resolve().parents[1])
+    for line in reversed(p.stdout.splitlines()):
+        if line.startswith("CHILD "):
+            return json.loads(line[6:])
+    return {"error": (p.stderr or p.stdout)[-500:]}
+
+
+def compile_piece(batches=(1, 8)) -> list[dict]:
+    """recipes.lucid's first call vs its steady call, fresh processes: no cache, cold cache, warm cache."""
+    rows = []
+    for b in batches:
+        with tempfile.TemporaryDirectory() as cache:
+            for mode in ("none", "cold", "warm"):
+                res = _child(["--child-compile", str(b), "--cache", "" if mode == "none" else cache])
+                rows.append({"batch": b, "cache": mode, **res})
+                print(f"compile recipes.lucid b{b} cache {mode}: {json.dumps(res)}", flush=True)
+    return rows
+
+
+def child_compile(b: int, cache: str) -> dict:
+    if cache:
+        from benchmarks.cache import enable_compilation_cache
+        enable_compilation_cache(cache)
+    from jaxviz import recipes
+    from jaxviz.core import objectives
+    from jaxviz.core.loop import compiled_run
+    from jaxviz.models.model import Model
+    import dataclasses
+    nets = Nets()
+    classifier = Model("caffenet", nets.caffenet, nets.c_params, {})
+    preset = recipes.lucid((227, 227, 3), None, steps=3)
+    run = compiled_run(classifier.function, objectives.channel("conv5:pre"), preset.param,
+                       dataclasses.replace(preset.method, steps=3), True, False)
+    keys = jax.random.split(jax.random.key(0), b)
+    targets = jnp.arange(b, dtype=jnp.int32)
+    t0 = time.perf_counter()
+    block(run(classifier.params, None, targets, keys))
+    first = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    block(run(classifier.params, None, targets, keys))
+    steady = time.perf_counter() - t0
+    return {"first_call_s": round(first, 2), "steady_call_s": round(steady, 2), "steps": 3, "load": load()}
+
+
+def memory_piece(names, batches, torch_too: bool) -> list[dict]:
+    rows = []
+    for b in batches:
+        for name in names:
+            for impl in (("jaxviz", "torch") if torch_too else ("jaxviz",)):
+                res = _child(["--child-memory", f"{impl}:{name}:{b}"])
+                rows.append({"workload": name, "batch": b, "impl": impl, **res})
+                print(f"memory {impl} {name} b{b}: {json.dumps(res)}", flush=True)
+    return rows
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def child_memory(spec: str) -> dict:
+    impl, name, b = spec.split(":")
+    b = int(b)
+    nets = Nets()
+    if impl == "torch":
+        fn = nets.torch_fns(b)[name]
+    else:
+        args = nets.jax_args(name, b)
+        compiled = jax.jit(nets.jax_fns()[name]).lower(*args).compile()
+        fn = functools.partial(lambda c, a: block(c(*a)), compiled, args)
+    before = _rss_mb()   # after setup (and XLA's compilation), before the first call
+    reset = _reset_peak_rss()
+    for _ in range(2):
+        out = fn()
+        del out
+    peak = _peak_rss_mb() if reset else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"rss_before_mb": round(before, 1), "peak_rss_mb": round(peak, 1),
+            "peak_minus_before_mb": round(peak - before, 1),
+            "peak_is": "VmHWM after a reset (clear_refs 5)" if reset else "ru_maxrss of the whole process"}
+
+
+def _reset_peak_rss() -> bool:
+    """Reset the kernel's peak-RSS mark of this process (Linux ``clear_refs``), so setup does not count."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _peak_rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+# ----- inverse sets -------------------------------------------------------------------------------------
+
+def inverse_set_piece() -> dict:
+    import jaxviz.models as jm
+    from jaxviz.inverse_set import Constraint, InverseSetConfig, sample_inverse_set
+    classifier, generator = jm.load("caffenet"), jm.load("generator")
+    constraint = Constraint("fc8", 3, 10.0, 15.0)
+    out = {"config": "InverseSetConfig(n=500, k=10), fc8[3] in [10, 15], embedded pair", "load_before": load()}
+    for i, tag in enumerate(("first_call_s", "second_call_s")):
+        t0 = time.perf_counter()
+        r = sample_inverse_set(classifier, generator, constraint, jax.random.key(i), InverseSetConfig(n=500, k=10))
+        del r  # the sampler returns host arrays: its work is done
+        out[tag] = round(time.perf_counter() - t0, 1)
+    out["load_after"] = load()
+    print(f"inverse_set: {json.dumps(out)}", flush=True)
+    return out
+
+
+# ----- report ----------------------------------------------------------------------------------------------
+
+def write_report(prefix: pathlib.Path, data: dict) -> list[pathlib.Path]:
+    """``<prefix>.json``, ``<prefix>.md`` and ``<prefix>.png`` (the folder is created)."""
+    prefix.parent.mkdir(parents=True, exist_ok=True)
+    paths = [prefix.with_name(prefix.name + ext) for ext in (".json", ".md", ".png")]
+    paths[0].write_text(json.dumps(data, indent=1))
+    paths[1].write_text(markdown(data))
+    try:
+        plot(data, paths[2])
+    except Exception as e:  # noqa: BLE001  (matplotlib missing: the JSON and table still stand)
+        print(f"no plot: {e}")
+        paths.pop()
+    return paths
+
+
+def markdown(data: dict) -> str:
+    m = data["machine"]
+    lines = [f"# jaxviz benchmark suite, {data['date']}", "",
+             f"Machine: {m.get('cpu_model', m.get('processor'))}, {m['cpus']} cores, {m['platform']}; "
+             f"JAX {m['jax']} ({', '.join(m['devices'])}), PyTorch {m.get('torch', '-')} "
+             f"({m.get('torch_threads', '-')} threads); load before {data['load_before']}, after "
+             f"{data.get('load_after')}.", "",
+             f"Medians of {data['args']['repeats']} interleaved rounds; ratio = jaxviz / eager PyTorch "
+             f"(below 1: jaxviz faster). Command: `{data['command']}`", ""]
+    data = dict(data)
+    for key in ("ceiling", "steps", "lucent", "sweep", "compile", "memory", "inverse_set"):
+        if isinstance(data.get(key), dict) and "error" in data[key] and len(data[key]) == 1:
+            lines += [f"## {key}: not measured", "", f"`{data.pop(key)['error']}`", ""]
+    if "ceiling" in data:
+        lines += ["## Device ceiling (2048^3 matmul)", "", "| variant | ms | GFLOP/s |", "| --- | --- | --- |"]
+        for k, v in data["ceiling"].items():
+            lines.append(f"| {k} | {v.get('ms', '-')} | {v.get('gflops', v.get('error', '-'))} |")
+        lines.append("")
+    if data.get("steps"):
+        lines += ["## Steps (ms per call, batch = images at once)", "",
+                  "| workload | batch | jaxviz ms | torch ms | torch.compile ms | jaxviz loop ms/step | ratio jaxviz/torch "
+                  "| XLA GFLOP | jaxviz GFLOP/s | of ceiling | images/s | load before -> after |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+        for r in data["steps"]:
+            g = r.get
+            lines.append(
+                f"| {r['workload']} | {r['batch']} | {r['jaxviz']['ms']} | {g('torch', {}).get('ms', '-')} | "
+                f"{g('torch.compile', {}).get('ms', '-')} | {g('jaxviz loop', {}).get('ms', '-')} | "
+                f"**{g('ratio_jaxviz_over_torch', '-')}** | {g('xla_gflop', '-')} | {r['jaxviz'].get('gflops', '-')} | "
+                f"{r['jaxviz'].get('ceiling_fraction', '-')} | {r['jaxviz']['images_per_s']} | "
+                f"{r['load_before'][0]} -> {r['load_after'][0]} |")
+        lines.append("")
+        lines += ["First calls (s): " + ", ".join(
+            f"{r['workload']} b{r['batch']} jaxviz {r['jaxviz_first_call_s']}"
+            + (f" / torch.compile {r['torch_compile_first_call_s']}" if "torch_compile_first_call_s" in r else "")
+            for r in data["steps"]), ""]
+    if "lucent" in data:
+        lines += ["## Lucent vs recipes.lucid (channel objectives on CaffeNet conv5, ms per step)", ""]
+        lu = data["lucent"]
+        if "error" in lu:
+            lines.append(f"Lucent: {lu['error']}")
+        for b in ("b1", "b8"):
+            if b in lu:
+                lines.append(f"- {b}: " + "; ".join(f"{k} {v['ms_per_step']}" +
+                                                    (f" (jaxviz/this {v['ratio_jaxviz_over_this']})"
+                                                     if "ratio_jaxviz_over_this" in v else "")
+                                                    for k, v in lu[b].items()))
+        if lu.get("note"):
+            lines.append(f"- note: {lu['note']}")
+        lines.append("")
+    if data.get("sweep"):
+        lines += ["## Sweep throughput (DGN-AM through compiled_run)", "",
+                  "| chunk | ms/step | unit-steps/s | units/s (200 steps) | first call s |", "| --- | --- | --- | --- | --- |"]
+        lines += [f"| {r['chunk']} | {r['ms_per_step']} | {r['unit_steps_per_s']} | {r['units_per_s_200_steps']} | "
+                  f"{r['first_call_s']} |" for r in data["sweep"]]
+        lines.append("")
+    if data.get("compile"):
+        lines += ["## First call vs steady state, recipes.lucid (3 steps), fresh processes", "",
+                  "| batch | compilation cache | first call s | steady call s |", "| --- | --- | --- | --- |"]
+        lines += [f"| {r['batch']} | {r['cache']} | {r.get('first_call_s', r.get('error'))} | {r.get('steady_call_s', '-')} |"
+                  for r in data["compile"]]
+        lines.append("")
+    if data.get("memory"):
+        lines += ["## Peak memory of two calls (fresh process; peak RSS over the first two calls, minus RSS after setup and compilation)", "",
+                  "| workload | batch | impl | peak - before MB | peak RSS MB |", "| --- | --- | --- | --- | --- |"]
+        lines += [f"| {r['workload']} | {r['batch']} | {r['impl']} | {r.get('peak_minus_before_mb', r.get('error'))} | "
+                  f"{r.get('peak_rss_mb', '-')} |" for r in data["memory"]]
+        lines.append("")
+    if data.get("inverse_set"):
+        i = data["inverse_set"]
+        lines += ["## Inverse set", "", f"{i.get('config')}: first call {i.get('first_call_s')} s (with compilation), "
+                  f"second {i.get('second_call_s')} s; load {i.get('load_before')} -> {i.get('load_after')}", ""]
+    return "\n".join(lines)
+
+
+def plot(data: dict, path: pathlib.Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    rows = data.get("steps") or []
+    names = [n for n in STEPS if any(r["workload"] == n for r in rows)]
+    fig, axes = plt.subplots(1, max(1, len(names)), figsize=(3.2 * max(1, len(names)), 3.4), squeeze=False)
+    for ax, name in zip(axes[0], names):
+        rs = [r for r in rows if r["workload"] == name]
+        bs = [r["batch"] for r in rs]
+        for k, style in (("jaxviz", "o-"), ("torch", "s--"), ("torch.compile", "^:")):
+            if all(k in r for r in rs):
+                ax.plot(bs, [r["batch"] / r[k]["ms"] * 1000 for r in rs], style, label=k)
+        ax.set_xscale("log", base=2)
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("batch")
+        ax.set_ylabel("images/s")
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=7)
+    m = data["machine"]
+    fig.suptitle(f"jaxviz vs PyTorch, {m.get('cpu_model', m.get('processor'))}, {m['cpus']} cores, "
+                 f"load {data['load_before'][0]}->{data.get('load_after', ['?'])[0]}", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+# ----- main --------------------------------------------------------------------------------------------
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", default=f"benchmarks/results/{jax.default_backend()}-{datetime.date.today()}",
+                        help="path prefix: writes PREFIX.json, PREFIX.md, PREFIX.png")
+    parser.add_argument("--only", default=",".join(ALL), help=f"comma-separated pieces of: {', '.join(ALL)}")
+    parser.add_argument("--batches", default="1,8,32")
+    parser.add_argument("--chunks", default="1,4,8,16")
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--repeats-large", type=int, default=3, help="rounds at batches of 32 and more")
+    parser.add_argument("--compile-batches", default="1,8",
+                        help="batches that also run torch.compile and jaxviz's loop (both slow to warm up)")
+    parser.add_argument("--no-torch-compile", action="store_true")
+    parser.add_argument("--no-loop", action="store_true", help="leave out jaxviz's loop (compiled_run) variants")
+    parser.add_argument("--cache-dir", default="", help="enable JAX's persistent compilation cache here")
+    parser.add_argument("--child-compile", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--child-memory", help=argparse.SUPPRESS)
+    parser.add_argument("--cache", default="", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child_compile:
+        print("CHILD " + json.dumps(child_compile(args.child_compile, args.cache)))
+        return
+    if args.child_memory:
+        print("CHILD " + json.dumps(child_memory(args.child_memory)))
+        return
+    if args.cache_dir:
+        from benchmarks.cache import enable_compilation_cache
+        enable_compilation_cache(args.cache_dir)
+    only = [p for p in args.only.split(",") if p]
+    unknown = set(only) - set(ALL)
+    if unknown:
+        parser.error(f"unknown pieces {sorted(unknown)}; pieces: {', '.join(ALL)}")
+    batches = [int(b) for b in args.batches.split(",")]
+    data: dict[str, Any] = {"date": datetime.datetime.now().isoformat(timespec="seconds"),
+                            "command": " ".join(["python -m benchmarks.suite", *(argv or sys.argv[1:])]),
+                            "args": vars(args), "machine": machine(), "load_before": load()}
+    t_start = time.perf_counter()
+
+    def guarded(name, fn, *a):
+        """Run one piece; an error is recorded in the results instead of losing the others, and the
+        files are rewritten after every piece (a run stopped half-way keeps what it measured)."""
+        try:
+            result = fn(*a)
+        except Exception as e:  # noqa: BLE001
+            import traceback
+            traceback.print_exc()
+            result = {"error": f"{type(e).__name__}: {e}"[:500]}
+        data[name] = result
+        data["load_after"] = load()
+        write_report(pathlib.Path(args.out), data)
+        return result
+    nets = Nets() if set(only) & {"caffenet_fwd", "pixel", "generator_fwd", "generator_vjp", "dgn_am", "lucent",
+                                  "sweep"} else None
+    ceiling_gflops = None
+    if "ceiling" in only:
+        data["ceiling"] = guarded("ceiling", ceiling, args.repeats)
+        ceiling_gflops = data["ceiling"].get("jax_float32", {}).get("gflops")
+        print(f"ceiling: {json.dumps(data['ceiling'])}", flush=True)
+    names = [n for n in STEPS if n in only]
+    if names:
+        data["steps"] = guarded("steps", steps, nets, names, batches, args.repeats, not args.no_torch_compile,
+                                ceiling_gflops, not args.no_loop, True, args.repeats_large,
+                                [int(b) for b in args.compile_batches.split(",") if b])
+    if "lucent" in only:
+        data["lucent"] = guarded("lucent", lucent_piece, nets, args.repeats)
+    if "sweep" in only:
+        data["sweep"] = guarded("sweep", sweep_piece, nets, [int(c) for c in args.chunks.split(",")], args.repeats)
+    if "compile" in only:
+        data["compile"] = guarded("compile", compile_piece, [b for b in batches if b <= 8] or [1])
+    if "memory" in only:
+        data["memory"] = guarded("memory", memory_piece, ["pixel", "dgn_am"], [b for b in batches if b <= 8],
+                                 _have_torch())
+    if "inverse_set" in only:
+        data["inverse_set"] = guarded("inverse_set", inverse_set_piece)
+    data["load_after"] = load()
+    data["wall_s"] = round(time.perf_counter() - t_start, 1)
+    paths = write_report(pathlib.Path(args.out), data)
+    print(f"wrote {', '.join(map(str, paths))} (folder {pathlib.Path(args.out).parent}) in {data['wall_s']} s")
+
+
+if __name__ == "__main__":
+    main()
