@@ -647,15 +647,18 @@ def markdown(data: dict) -> str:
         lines.append("")
     if data.get("steps"):
         lines += ["## Steps (ms per call, batch = images at once)", "",
-                  "| workload | batch | jaxviz ms | torch ms | torch.compile ms | jaxviz loop ms/step | ratio jaxviz/torch "
-                  "| XLA GFLOP | jaxviz GFLOP/s | of ceiling | images/s | load before -> after |",
-                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+                  "| workload | batch | jaxviz ms | torch ms | torch 1 thread ms | torch.compile ms | jaxviz loop ms/step "
+                  "| ratio jaxviz/torch | ratio jaxviz/torch 1 thread | XLA GFLOP | jaxviz GFLOP/s | of ceiling | images/s "
+                  "| load before -> after |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
         for r in data["steps"]:
             g = r.get
             lines.append(
                 f"| {r['workload']} | {r['batch']} | {r['jaxviz']['ms']} | {g('torch', {}).get('ms', '-')} | "
+                f"{g('torch 1 thread', {}).get('ms', '-')} | "
                 f"{g('torch.compile', {}).get('ms', '-')} | {g('jaxviz loop', {}).get('ms', '-')} | "
-                f"**{g('ratio_jaxviz_over_torch', '-')}** | {g('xla_gflop', '-')} | {r['jaxviz'].get('gflops', '-')} | "
+                f"**{g('ratio_jaxviz_over_torch', '-')}** | {g('ratio_jaxviz_over_torch_1_thread', '-')} | "
+                f"{g('xla_gflop', '-')} | {r['jaxviz'].get('gflops', '-')} | "
                 f"{r['jaxviz'].get('ceiling_fraction', '-')} | {r['jaxviz']['images_per_s']} | "
                 f"{r['load_before'][0]} -> {r['load_after'][0]} |")
         lines.append("")
@@ -712,9 +715,10 @@ def plot(data: dict, path: pathlib.Path) -> None:
     for ax, name in zip(axes[0], names):
         rs = [r for r in rows if r["workload"] == name]
         bs = [r["batch"] for r in rs]
-        for k, style in (("jaxviz", "o-"), ("torch", "s--"), ("torch.compile", "^:")):
-            if all(k in r for r in rs):
-                ax.plot(bs, [r["batch"] / r[k]["ms"] * 1000 for r in rs], style, label=k)
+        for k, style in (("jaxviz", "o-"), ("torch", "s--"), ("torch 1 thread", "x-."), ("torch.compile", "^:")):
+            pts = [(r["batch"], r["batch"] / r[k]["ms"] * 1000) for r in rs if k in r]
+            if pts:
+                ax.plot(*zip(*pts), style, label=k)
         ax.set_xscale("log", base=2)
         ax.set_title(name, fontsize=9)
         ax.set_xlabel("batch")
