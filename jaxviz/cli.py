@@ -160,8 +160,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Parse and run a verb; expected failures print one line and return 2."""
-    args = build_parser().parse_args(sys.argv[1:] if argv is None else list(argv))
+    """Parse and run a verb; expected failures print one line and return 2 (as does a bad argument)."""
+    try:
+        args = build_parser().parse_args(sys.argv[1:] if argv is None else list(argv))
+    except SystemExit as done:  # argparse has printed its one-line error (or --help): hand back the code
+        return int(done.code or 0)
     prog = f"jaxviz {args.verb}"
 
     def show(message, category, filename, lineno, file=None, line=None) -> None:
