@@ -240,15 +240,12 @@ def _conv_out(size: int, k: int, s: int, p: int, d: int) -> int:
     return (size + 2 * p - d * (k - 1) - 1) // s + 1
 
 
-@functools.partial(jax.jit, static_argnums=(2, 3, 4, 5))
 def _conv2d_im2col(x, kernel, stride, pad, dilation, groups):
     """Convolution as (shifted views side by side) @ (kernel as a matrix), per group.
 
     Patch columns are ordered (kernel row, kernel column, channel), the order of an HWIO kernel reshaped
     to (kh*kw*C_in, C_out); the gradient of the views is k*k strided placements, no scatter. (The matmul
-    is a ``dot_general``, 1.5-2x faster on XLA:CPU than the same contraction as a 1x1 convolution; the
-    form is its own nested ``jit``, inlined by XLA, so that a network's traced program shows one call per
-    convolution and its top-level ``dot_general`` ops stay its fully connected layers.)
+    is a ``dot_general``: 1.5-2x faster on XLA:CPU than the same contraction as a 1x1 convolution.)
     """
     kh, kw, c_in_g, c_out = kernel.shape
     n, h, w, c = x.shape

@@ -210,7 +210,7 @@ def sweep_inverse_sets(classifier: Model, generator: Model, config: InverseSetSw
                 images.save_png(contact_sheet(result, pre), out / UNITS_DIR / f"unit_{u:05d}_set.png")
             atomic_write_bytes(unit_file(out, u), runfolder.chunk_bytes({
                 "codes": result.codes, "activations": result.activations, "rounds": result.rounds,
-                "row": np.frombuffer(json.dumps(row).encode(), np.uint8)}))
+                "row": np.frombuffer(json.dumps(row).encode(), np.uint8)}, job, u))
         write_or_explain(f"unit {u}", commit, out)
         bar.update(1)
     bar.close()
