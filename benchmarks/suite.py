@@ -793,9 +793,14 @@ def main(argv=None) -> None:
         print(f"ceiling: {json.dumps(data['ceiling'])}", flush=True)
     names = [n for n in STEPS if n in only]
     if names:
-        data["steps"] = guarded("steps", steps, nets, names, batches, args.repeats, not args.no_torch_compile,
-                                ceiling_gflops, not args.no_loop, True, args.repeats_large,
-                                [int(b) for b in args.compile_batches.split(",") if b])
+        done: list[dict] = []
+        for b in batches:   # written after every batch: a run killed at a large batch keeps the smaller ones
+            rows = guarded("steps", steps, nets, names, [b], args.repeats, not args.no_torch_compile,
+                           ceiling_gflops, not args.no_loop, True, args.repeats_large,
+                           [int(c) for c in args.compile_batches.split(",") if c])
+            done += rows if isinstance(rows, list) else []
+            data["steps"] = done
+            write_report(pathlib.Path(args.out), data)
     if "lucent" in only:
         data["lucent"] = guarded("lucent", lucent_piece, nets, args.repeats)
     if "sweep" in only:
