@@ -106,8 +106,8 @@ def visualize_batch(net: Network, objective: Objective, param: Parameterization 
     """Many runs in one compiled program (``keys``, ``targets``, ``z0`` with a leading run axis), scored."""
     result = optimize_batch(net, objective, param, steps, keys, targets, method=method, aux_params=aux_params,
                             z0=z0, on_step=on_step)
-    if targets is None and keys is not None and objective.unit_index is None:
-        return Visualization(*result)
+    if objective.unit_layer is None or (targets is None and objective.unit_index is None):
+        return Visualization(*result)  # nothing to score: no single unit (inversions, batch objectives)
     n = np.asarray(result.best_image).shape[0]
     return score_result(net, objective, result, np.broadcast_to(np.asarray(targets if targets is not None
                                                                           else objective.unit_index), (n,)),
