@@ -105,19 +105,16 @@ def neuron_arg(text: str) -> "inverse_set.Constraint":
 
 
 def check_output_file(path: str | os.PathLike, argument: str = "--out") -> pathlib.Path:
-    """A file to write later: not a folder, not under a file; its folder is created now (proves it writable)."""
+    """A file to write later: not a folder, not under a file, in a folder that is (or can be made) writable."""
     path = pathlib.Path(path)
     if path.is_dir():
         raise ValueError(f"{path} is a folder; give the path of a file to write (argument {argument})")
     for parent in path.parents:
         if parent.exists() and not parent.is_dir():
             raise ValueError(f"{path} lies under {parent}, which is a file, not a folder (argument {argument})")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise ValueError(f"cannot create the folder {path.parent}: {err.strerror or err} (argument {argument})") from None
-    if not os.access(path.parent, os.W_OK | os.X_OK):
-        raise ValueError(f"the folder {path.parent} is not writable (argument {argument})")
+    existing = next(p for p in path.parents if p.exists())
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"the folder {existing} is not writable (argument {argument})")
     return path
 
 

@@ -173,3 +173,13 @@ def test_demo_into_a_users_folder_is_refused(tmp_path, capsys):
     _fails(capsys, ["demo", "--out", str(out), "--steps", "2"], "not empty", "notes.txt")
     assert (out / "summary.json").read_text() == "my summary" and sorted(p.name for p in out.iterdir()) == [
         "notes.txt", "summary.json"]
+
+
+def test_demo_api_refuses_zero_steps_instead_of_running_the_default(tmp_path):
+    from jaxviz.workflows import demo
+
+    with pytest.raises(ValueError, match="steps >= 1, got 0"):
+        demo.run_demo(tmp_path / "demo", steps=0)
+    with pytest.raises(ValueError, match="steps >= 1, got 0"):
+        demo.run_atlas(tmp_path / "demo", steps=0)
+    assert not (tmp_path / "demo").exists()

@@ -136,6 +136,17 @@ def test_reconverting_the_same_architecture_replaces_it(files, tmp_path):
     assert faults.leftovers(tmp_path) == []
 
 
+def test_a_model_folder_with_a_users_files_is_refused(files, tmp_path):
+    out = shutil.copytree(files["converted"], tmp_path / "m")
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(OutputFolderError, match=r"holds a converted 'caffenet' model and other files \(notes.txt\)"):
+        convert("caffenet", files["model"], out, files["proto"])
+    assert (out / "notes.txt").read_text() == "mine"
+    (tmp_path / "link").symlink_to(out)
+    with pytest.raises(OutputFolderError, match="symbolic link"):
+        convert("caffenet", files["model"], tmp_path / "link", files["proto"])
+
+
 def test_reconverting_onto_a_full_disk_keeps_the_old_model(files, tmp_path, monkeypatch):
     out = tmp_path / "m"
     shutil.copytree(files["converted"], out)

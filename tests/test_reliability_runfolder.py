@@ -324,9 +324,13 @@ def test_an_inverse_set_into_a_users_folder_is_refused(tmp_path):
     out.mkdir()
     (out / "summary.json").write_text("mine")
     (out / "thesis.tex").write_text("mine")
-    with pytest.raises(runfolder.SweepError, match=r"already holds other files \(summary.json, thesis.tex\)"):
+    with pytest.raises(runfolder.SweepError, match=r"already holds other files \(thesis.tex\)"):
         inverse_sets.save_results(_result(2), out, job={"seed": 0})
     assert (out / "summary.json").read_text() == "mine"
+    inverse_sets.save_results(_result(2), tmp_path / "set", job={"seed": 0})
+    (tmp_path / "set" / "notes.txt").write_text("mine")  # the same job again, but the folder holds more now
+    with pytest.raises(runfolder.SweepError, match=r"other files \(notes.txt\)"):
+        inverse_sets.save_results(_result(2), tmp_path / "set", job={"seed": 0})
 
 
 # ----- the gallery ----------------------------------------------------------------------------------------

@@ -173,8 +173,8 @@ def check_destination(out_dir: str | os.PathLike, architecture: str, force: bool
     """What writing a model to ``out_dir`` does: "create", "replace" (a model of the same architecture) or
     "force" (anything else, with ``force``); ``OutputFolderError`` saying how to proceed when refused."""
     out = pathlib.Path(out_dir)
-    if out.is_symlink() and not out.exists():
-        raise OutputFolderError("the output path is a dangling symbolic link", file=str(out))
+    if out.is_symlink():
+        raise OutputFolderError("the output path is a symbolic link; give the folder it points to", file=str(out))
     if not out.exists():
         return "create"
     if not out.is_dir():
@@ -193,10 +193,16 @@ def check_destination(out_dir: str | os.PathLike, architecture: str, force: bool
         held: str | None = checkpoint.read_metadata(out).get("architecture")
     except checkpoint.CheckpointError:
         held = None
-    if held == architecture:
+    extra = [e for e in entries if e not in (checkpoint.PARAMS_DIR, checkpoint.METADATA_FILE)
+             and not (e.startswith(".") and (".tmp-" in e or ".old-" in e))]
+    if held == architecture and not extra:
         return "replace"
     if force:
         return "force"
+    if held == architecture:
+        raise OutputFolderError(f"the output folder holds a converted {architecture!r} model and other files "
+                                f"({', '.join(extra[:5])}); refusing to replace them. Choose another output "
+                                f"folder, or pass --force to replace it all", file=str(out))
     if held is not None:
         raise OutputFolderError(f"the output folder holds a converted {str(held)[:40]!r} model; refusing to "
                                 f"replace it with a {architecture!r} one. Choose another output folder, or "

@@ -30,6 +30,7 @@ import pathlib
 import re
 import shutil
 import socket
+import sys
 import warnings
 from typing import Any, Mapping
 
@@ -249,6 +250,23 @@ def verify_files(target: pathlib.Path, card: Mapping[str, Any]) -> None:
                                   f"reconvert the model")
 
 
+def _quiet_closed_loop_callbacks() -> None:
+    """After orbax fails on damaged bytes, tensorstore still completes futures into orbax's closed asyncio
+    loop, which Python reports as an unraisable "Event loop is closed" traceback on stderr after the clear
+    error. Drop exactly those reports (everything else goes to the hook that was there)."""
+    previous = sys.unraisablehook
+    if getattr(previous, "_jaxviz_quiet", False):
+        return
+
+    def hook(unraisable) -> None:
+        value = unraisable.exc_value
+        if isinstance(value, RuntimeError) and str(value) == "Event loop is closed":
+            return
+        previous(unraisable)
+    hook._jaxviz_quiet = True
+    sys.unraisablehook = hook
+
+
 def read_params(target: pathlib.Path) -> dict[str, Any]:
     """The params of the orbax checkpoint ``target`` (numpy arrays); ``CheckpointError`` when it does not read."""
     _check_orbax_metadata(target)
@@ -258,6 +276,7 @@ def read_params(target: pathlib.Path) -> dict[str, Any]:
     except PermissionError as err:
         raise CheckpointError(f"cannot read {err.filename or target}: permission denied") from None
     except Exception as err:  # tensorstore DATA_LOSS, KeyError/AttributeError on damaged orbax metadata, ...
+        _quiet_closed_loop_callbacks()
         raise CheckpointError(f"{target} is damaged and cannot be read ({type(err).__name__}: "
                               f"{_short(err)}); reconvert the model") from None
     finally:

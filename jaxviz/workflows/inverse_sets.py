@@ -91,12 +91,13 @@ def check_results_folder(out_dir: str | os.PathLike, job: dict | None = None, fo
             same = isinstance(old, dict) and old.get("format") == RESULTS_FORMAT and old.get("job") == job
         except (OSError, ValueError):
             same = False
-    if same:
+    ours = {*RESULT_FILES, MANIFEST}
+    others = sorted(e for e in entries if e not in ours and not (e.startswith(".") and ".tmp-" in e))
+    if same and not others:
         return "replace"
     if force:
         return "force"
-    what = ("the results of another inverse set" if set(entries) <= {*RESULT_FILES, MANIFEST}
-            else f"other files ({', '.join(sorted(entries)[:5])})")
+    what = (f"other files ({', '.join(others[:5])})" if others else "the results of another inverse set")
     raise SweepError(f"{out} already holds {what}; refusing to overwrite them. Use another --out folder, or pass "
                      f"--force to replace it")
 

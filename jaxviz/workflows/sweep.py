@@ -51,7 +51,7 @@ from jaxviz.workflows.runfolder import (CHUNKS, MANIFEST, METADATA, RESULTS, UNI
                                        open_output, write_or_explain)
 
 FORMAT = "jaxviz-sweep/1"
-METHODS = ("dgn_am", "pixel", "sampler")  # the registry's methods a sweep runs per unit
+METHODS = ("dgn_am", "pixel", "sampler", "lucid")  # the registry's methods a sweep runs per unit
 
 
 @dataclasses.dataclass(frozen=True)
@@ -186,7 +186,7 @@ def sweep(classifier: Model, generator: Model | None, config: SweepConfig, out_d
         raise SweepError(chunk_memory_problem(chunk, run_bytes, n_dev, free_bytes))
     manifest = {"format": FORMAT, **config.identity(), "chunk_size": chunk,
                 "classifier": model_fingerprint(classifier),
-                "generator": model_fingerprint(generator) if config.method != "pixel" else {},
+                "generator": model_fingerprint(generator) if registry.METHODS[config.method].needs_generator else {},
                 "preprocessing": dict(classifier.metadata.get("preprocessing") or {})}
     manifest = open_output(out, manifest)
     if config.chunk_size and config.chunk_size != manifest["chunk_size"]:
