@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
 from PIL import Image
 
 from jaxviz import cli
 
 
+@pytest.mark.slow
 def test_visualize_writes_a_png(tmp_path, capsys):
     out = tmp_path / "unit3.png"
     assert cli.main(["visualize", "--unit", "3", "--steps", "6", "--out", str(out)]) == 0

@@ -190,6 +190,7 @@ def fc8_runs(pair):
             inv.sample_inverse_set(clf, gen, FC8_3, key, dataclasses.replace(SMALL, diversity="none")))
 
 
+@pytest.mark.slow
 def test_embedded_samples_meet_the_range_in_a_fresh_pass(pair, fc8_runs):
     clf, gen = pair
     res = fc8_runs[0]
@@ -210,6 +211,7 @@ def test_embedded_diversity_term_matters(fc8_runs):
         assert with_div.diversity[space] > 2.0 * without.diversity[space], space
 
 
+@pytest.mark.slow
 def test_intersection_of_neurons_in_two_layers(pair):
     clf, gen = pair
     cons = [FC8_3, inv.Constraint("conv5", 57, 3.0, 6.0)]
@@ -218,6 +220,7 @@ def test_intersection_of_neurons_in_two_layers(pair):
     assert_in_ranges(fresh_units(clf, res.images, cons), cons)
 
 
+@pytest.mark.slow
 def test_embedded_empty_range_stops_cleanly(pair):
     clf, gen = pair
     # fc6 is read after its ReLU: never negative.

@@ -104,8 +104,8 @@ def test_log_softmax_gradient_is_the_exact_formula(net):
     x = jax.random.normal(jax.random.key(5), (1, 28, 28, 1)) * 30
     logits = lambda x: net.apply(net.params, x, ("fc8",))["fc8"][0]
     c = 7
-    ours = jax.grad(lambda x: O.log_softmax("fc8", c)({"fc8": net.apply(net.params, x, ("fc8",))["fc8"]}))(x)
-    jac = jax.jacrev(logits)(x)                       # (10, 1, 28, 28, 1)
+    ours = jax.jit(jax.grad(lambda x: O.log_softmax("fc8", c)({"fc8": net.apply(net.params, x, ("fc8",))["fc8"]})))(x)
+    jac = jax.jit(jax.jacrev(logits))(x)              # (10, 1, 28, 28, 1)
     s = jax.nn.softmax(logits(x))
     expected = jac[c] - jnp.tensordot(s, jac, axes=1)
     np.testing.assert_allclose(ours, expected, rtol=1e-4, atol=1e-6 * float(jnp.abs(expected).max()))

@@ -333,9 +333,21 @@ def test_nonfinite_weights_are_refused_naming_layer_and_blob(tmp_path):
                                                     r"--allow-nonfinite.*layer 'fc7', blob 1"):
         convert("caffenet", model, tmp_path / "m", proto)
     assert not (tmp_path / "m").exists()
-    with pytest.warns(UserWarning, match="non-finite weights converted as they are.*fc7/1: 2"):
+    with pytest.warns(UserWarning, match="non-finite weights used as they are.*fc7/1: 2"):
         out = convert("caffenet", model, tmp_path / "m", proto, allow_nonfinite=True)
     assert json.loads((out / "metadata.json").read_text())["nonfinite_weights"] == {"fc7/1": 2}
+
+
+def test_load_caffe_refuses_nonfinite_weights_naming_layer_and_blob(tmp_path):
+    def poison(blobs):
+        blobs["conv1"][0][0, 0, 0, 0] = np.nan
+    proto, model = faults.caffe_files(tmp_path, "caffenet", edit=poison)
+    with pytest.raises(NonFiniteWeightsError, match=r"1 of .* weights are not finite \(1 NaN, 0 Inf\).*"
+                                                    r"allow_nonfinite=True.*layer 'conv1', blob 0"):
+        weights_convert.load_caffe(proto, model)
+    with pytest.warns(UserWarning, match="non-finite weights used as they are.*conv1/0: 1"):
+        loaded = weights_convert.load_caffe(proto, model, allow_nonfinite=True)
+    assert sum(int(np.isnan(np.asarray(leaf)).sum()) for leaf in jax.tree_util.tree_leaves(loaded.params)) == 1
 
 
 # ----- prototxt edits: located errors, no traceback, no 10 MB message --------------------------------------
@@ -416,3 +428,16 @@ def test_long_messages_are_cut(files, tmp_path, capsys):
     bad.write_bytes(b"\x0a" + b"\xff" * 10)
     assert wc_main.main(["caffenet", str(bad), str(tmp_path / "o")]) == 2
     assert re.search(r"weights_convert: .{20,800}$", capsys.readouterr().err.strip())
+
+
+@pytest.mark.parametrize("architecture", sorted(shipped.EMBEDDED_FOLDERS))
+def test_every_shipped_model_records_and_passes_all_three_checksums(architecture):
+    """The packaged models are verified like converted ones: per array, per file of params/, and the card."""
+    folder = shipped.embedded_dir(architecture)
+    card = checkpoint.read_metadata(folder)  # checks card_sha256
+    assert {checkpoint.CHECKSUMS, checkpoint.FILE_CHECKSUMS, checkpoint.CARD_CHECKSUM} <= set(card)
+    assert card[checkpoint.FILE_CHECKSUMS] == checkpoint.file_checksums(folder / checkpoint.PARAMS_DIR)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an unverified checkpoint warns: none of the shipped ones may
+        params, _ = checkpoint.restore(folder)
+    assert params

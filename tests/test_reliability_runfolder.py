@@ -227,7 +227,31 @@ def test_the_claim_protocol(tmp_path, live_pid):
     assert runfolder.try_claim(path) is None
     path.unlink()
     path.write_text(json.dumps({"pid": 1, "host": "another-host", "time": time.time()}))
-    assert "another-host" in runfolder.try_claim(path)  # another host's process cannot be asked: live
+    assert "another-host" in runfolder.try_claim(path)  # another host's process, heartbeat recent: live
+    gone = time.time() - runfolder.CLAIM_STALE_SECONDS - 5
+    os.utime(path, (gone, gone))  # that host stopped touching its claim (killed, or the host went down)
+    assert runfolder.try_claim(path) is None  # taken over
+    runfolder.release_claim(path)
+
+
+def test_a_held_claim_is_kept_alive_by_its_heartbeat(tmp_path, monkeypatch):
+    """A chunk that takes longer than the stale age is not taken over from a live owner on another host."""
+    monkeypatch.setattr(runfolder, "CLAIM_HEARTBEAT_SECONDS", 0.05)
+    monkeypatch.setattr(runfolder, "_heartbeat", None)  # a fresh thread that reads the short interval
+    path = tmp_path / "chunk_00000.claim"
+    assert runfolder.try_claim(path) is None
+    old = time.time() - 3600
+    os.utime(path, (old, old))
+    deadline = time.time() + 10
+    while path.stat().st_mtime < time.time() - 60 and time.time() < deadline:
+        time.sleep(0.02)
+    assert path.stat().st_mtime > time.time() - 60, "the heartbeat did not touch the held claim"
+    runfolder.release_claim(path)
+    assert not path.exists()
+    path.write_text("{}")
+    os.utime(path, (old, old))
+    time.sleep(0.2)  # released claims are not touched any more
+    assert path.stat().st_mtime < time.time() - 60
 
 
 def test_temporary_files_of_dead_processes_are_removed_on_resume(models, reference, tmp_path, live_pid):

@@ -106,6 +106,7 @@ def test_unit_that_never_fires_at_the_centre_is_flagged_by_the_cli(capsys, tmp_p
     assert (tmp_path / "c.png").is_file()
 
 
+@pytest.mark.slow
 def test_sweep_to_a_pipe_prints_one_line_per_stage_with_step_counts(tmp_path):
     cmd = [sys.executable, "-m", "jaxviz", "sweep", "--layer", "fc8", "--units", "0-3", "--method", "pixel",
            "--steps", "3", "--chunk-size", "2", "--out", str(tmp_path / "s")]

@@ -63,6 +63,7 @@ def _toy_digits(n=128, seed=0):
     return images, labels
 
 
+@pytest.mark.slow
 def test_classifier_loss_decreases():
     images, labels = _toy_digits()
     x = cls_train.to_network(images, images.mean())

@@ -26,7 +26,6 @@ import math
 import os
 import pathlib
 import shutil
-import warnings
 from typing import Any, Callable
 
 import numpy as np
@@ -37,7 +36,8 @@ from jaxviz.models.caffenet import CaffeNetConfig, ConvSpec
 from jaxviz.models.generator import DECONV_LAYERS, FC_LAYERS, DeconvSpec, GeneratorConfig
 from weights_convert.layouts import caffenet_params, generator_params
 from weights_convert.caffemodel import read_caffemodel
-from weights_convert.errors import (ConversionError, ModelMismatchError, NonFiniteWeightsError, OutputFolderError,
+from weights_convert.finite import check_finite
+from weights_convert.errors import (ConversionError, ModelMismatchError, OutputFolderError,
                                      UnsupportedLayerError)
 from weights_convert.netspec import (LayerSpec, NetSpec, attach_weights, conv_params, first,
                                      lrn_params, pool_params, repeated)
@@ -212,29 +212,6 @@ def check_destination(out_dir: str | os.PathLike, architecture: str, force: bool
             else f"files that are not a converted model ({shown})")
     raise OutputFolderError(f"the output folder is not empty: it holds {what}; refusing to replace it. Choose "
                             f"another output folder, or pass --force to replace it", file=str(out))
-
-
-def check_finite(blobs: dict[str, tuple[np.ndarray, ...]], layers: list[str], source: str,
-                 allow: bool = False) -> dict[str, int]:
-    """Count NaN/Inf per ``layer/blob``; ``NonFiniteWeightsError`` naming the first unless ``allow``."""
-    found: dict[str, int] = {}
-    for layer in layers:
-        for i, blob in enumerate(blobs.get(layer, ())):
-            values = np.asarray(blob)
-            bad = int(values.size - np.count_nonzero(np.isfinite(values)))
-            if not bad:
-                continue
-            nan = int(np.count_nonzero(np.isnan(values)))
-            if not allow:
-                raise NonFiniteWeightsError(
-                    f"{bad} of {values.size} weights are not finite ({nan} NaN, {bad - nan} Inf): the file is "
-                    f"damaged or comes from a diverged training run; pass --allow-nonfinite to convert it anyway",
-                    file=source, layer=layer, blob=i)
-            found[f"{layer}/{i}"] = bad
-    if found:
-        warnings.warn(f"{source}: non-finite weights converted as they are ({', '.join(f'{k}: {v}' for k, v in found.items())})",
-                      stacklevel=3)
-    return found
 
 
 def convert(architecture: str, caffemodel: str | os.PathLike, out_dir: str | os.PathLike,

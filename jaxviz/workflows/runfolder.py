@@ -11,10 +11,13 @@ A chunk that does not read back whole, or belongs to another job or index, is na
 (``.damaged``) and computed again; a file that is not one of the job's chunk indices is never read.
 
 Processes share a folder by claiming a chunk before computing it: ``chunks/chunk_NNNNN.claim`` is
-created with ``O_CREAT | O_EXCL`` and holds the owner's pid, host and process start time. Another
-process skips a chunk whose claim is live and takes over a claim whose process is gone (same host, pid
-not running). So two identical sweeps started on one folder split the chunks between them, and a
-killed one leaves nothing that blocks a rerun. Temporary files of dead processes are removed on resume.
+created with ``O_CREAT | O_EXCL`` and holds the owner's pid, host and process start time; while the
+owner computes, a daemon thread touches the claim every ``CLAIM_HEARTBEAT_SECONDS``. Another process
+skips a chunk whose claim is live and takes over a claim whose process is gone: on the same host, a pid
+that no longer runs; from another host (whose processes cannot be asked), a claim not touched for
+``CLAIM_STALE_SECONDS``. So two identical sweeps started on one folder split the chunks between them,
+and a killed one (on any host) leaves nothing that blocks a rerun for long. Temporary files of dead
+processes are removed on resume.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import json
 import os
 import pathlib
 import re
+import threading
 import time
 import warnings
 from typing import Any, Callable, Iterable, Sequence
@@ -33,7 +37,7 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 from PIL import Image
 
-from jaxviz.io.atomic import (FOREIGN_STALE_SECONDS, atomic_write_bytes, clean_stale, host_name, npz_bytes,
+from jaxviz.io.atomic import (atomic_write_bytes, clean_stale, host_name, npz_bytes,
                               pid_alive, process_start)
 
 MANIFEST = "manifest.json"
@@ -359,6 +363,38 @@ def warn_damaged(path: pathlib.Path, reason: str) -> None:
 
 # ----- claims: processes sharing one folder -------------------------------------------------------------------
 
+CLAIM_HEARTBEAT_SECONDS = 30.0
+# Ten missed heartbeats: a process on another host that stopped touching its claim this long is gone (or
+# stuck so badly that its chunk is better computed again; a late commit of the same chunk is harmless,
+# chunk files are written atomically and equal).
+CLAIM_STALE_SECONDS = 10 * CLAIM_HEARTBEAT_SECONDS
+
+_held: set[pathlib.Path] = set()
+_held_lock = threading.Lock()
+_heartbeat: threading.Thread | None = None
+
+
+def _touch_held_claims() -> None:
+    while True:
+        time.sleep(CLAIM_HEARTBEAT_SECONDS)
+        with _held_lock:
+            held = list(_held)
+        for path in held:
+            try:
+                os.utime(path)
+            except OSError:
+                pass  # released meanwhile, or the folder went away: nothing to keep alive
+
+
+def _hold(path: pathlib.Path) -> None:
+    global _heartbeat
+    with _held_lock:
+        _held.add(path)
+        if _heartbeat is None or not _heartbeat.is_alive():
+            _heartbeat = threading.Thread(target=_touch_held_claims, name="jaxviz-claim-heartbeat", daemon=True)
+            _heartbeat.start()
+
+
 def _claim_record() -> dict:
     return {"pid": os.getpid(), "host": host_name(), "start": process_start(os.getpid()), "time": time.time()}
 
@@ -383,7 +419,7 @@ def claim_is_live(path: pathlib.Path, record: dict) -> bool:
         return pid_alive(record["pid"], record.get("start"))
     if not record:
         return age < 60  # an empty or unreadable claim: its writer gets a minute to finish it
-    return age < FOREIGN_STALE_SECONDS  # another host's process cannot be asked
+    return age < CLAIM_STALE_SECONDS  # another host's process cannot be asked: its heartbeat must be recent
 
 
 def describe_claim(path: pathlib.Path, record: dict | None) -> str:
@@ -422,6 +458,7 @@ def try_claim(path: pathlib.Path) -> str | None:
             os.fsync(fd)
         finally:
             os.close(fd)
+        _hold(pathlib.Path(path))
         return None
     return describe_claim(path, _read_claim(path))
 
@@ -449,6 +486,8 @@ def clean_stale_claims(out: pathlib.Path) -> list[pathlib.Path]:
 
 def release_claim(path: pathlib.Path) -> None:
     """Give up a claim this process holds."""
+    with _held_lock:
+        _held.discard(pathlib.Path(path))
     record = _read_claim(path)
     if record and record.get("pid") == os.getpid() and record.get("host") == host_name():
         path.unlink(missing_ok=True)
@@ -458,5 +497,5 @@ __all__ = ["MANIFEST", "CHUNKS", "UNITS_DIR", "RESULTS", "METADATA", "SweepError
            "DamagedFileWarning", "chunk_path", "claim_path", "write_or_explain", "open_output", "open_job_folder",
            "read_manifest", "job_id", "chunk_bytes", "read_chunk", "Chunk", "set_aside", "pending_chunks",
            "load_chunk_files", "clean_stale_claims", "warn_stray_chunks", "unit_file_digests", "read_or_none", "read_json_or_empty", "png_is_whole",
-           "warn_damaged", "try_claim", "release_claim", "claim_is_live", "array_sha256", "file_sha256",
+           "warn_damaged", "try_claim", "release_claim", "claim_is_live", "CLAIM_HEARTBEAT_SECONDS", "CLAIM_STALE_SECONDS", "array_sha256", "file_sha256",
            "shorten"]
