@@ -227,10 +227,7 @@ def _add_visualize(verbs) -> None:
     p.add_argument("--method", choices=VISUALIZE_METHODS, default="dgn_am",
                    help="; ".join(f"{m}: {registry.METHODS[m].summary}" for m in VISUALIZE_METHODS)
                    + " (default dgn_am)")
-    p.add_argument("--objective", choices=("auto", "raw", "log_softmax"), default="auto",
-                   help="auto: the unit's activation, through its pre-activation for a rectified hidden layer "
-                        "(fc6 -> fc6:pre); raw: exactly the layer named; log_softmax: selectivity across the "
-                        "layer (default auto)")
+    _objective_option(p)
     p.add_argument("--steps", type=STEPS, default=None, help="steps (default: the method's original count)")
     p.add_argument("--seed", type=SEED, default=0)
     _model_options(p)
@@ -240,12 +237,19 @@ def _add_visualize(verbs) -> None:
     p.add_argument("--out", default=None, help="PNG path (default: out/<layer>_<unit>_<method>.png)")
 
 
+def _objective_option(p) -> None:
+    p.add_argument("--objective", choices=tuple(registry.OBJECTIVE_NAMES), default="auto",
+                   help="auto: the unit's activation, through its pre-activation for a rectified hidden layer "
+                        "(fc6 -> fc6:pre); raw: exactly the layer named; log_softmax: selectivity across the "
+                        "layer, which puts the unit on top more often (default auto)")
+
+
 def _run_visualize(args) -> int:
     check_output_file(args.out or f"out/{args.layer}_{args.unit}_{args.method}.png")
     clf = load("caffenet", args.classifier)
     gen = load("generator", args.generator) if registry.METHODS[args.method].needs_generator else None
-    kind = {"auto": None, "raw": "unit", "log_softmax": "log_softmax"}[args.objective]
-    preset, objective = registry.build(args.method, clf, gen, args.layer, args.steps, kind=kind)
+    preset, objective = registry.build(args.method, clf, gen, args.layer, args.steps,
+                                       kind=registry.OBJECTIVE_NAMES[args.objective])
     sweeps.layer_width(clf, args.layer)  # an unknown layer is named before any work
     with Stage(f"visualize {args.layer} unit {args.unit} ({args.method})", preset.method.steps) as stage:
         result = preset.visualize(clf, objective, jax.random.key(args.seed), target=np.int32(args.unit),
@@ -354,6 +358,7 @@ def _add_sweep(verbs) -> None:
     p.add_argument("--n", type=int_arg(1, 1_000_000), default=50,
                    help="samples per unit, for --method inverse_set (default 50)")
     p.add_argument("--steps", type=STEPS, default=200)
+    _objective_option(p)
     p.add_argument("--seeds-per-unit", type=int_arg(1, 10_000), default=1)
     p.add_argument("--seed", type=SEED, default=0)
     p.add_argument("--chunk-size", type=int_arg(1, 1_000_000), default=None,
@@ -370,11 +375,14 @@ def _add_sweep(verbs) -> None:
 def _run_sweep(args) -> int:
     check_output_folder(args.out)
     if args.method == "inverse_set":
+        if args.objective != "auto":
+            raise ValueError("--objective chooses what the optimizing methods maximize; an inverse set samples "
+                             "a range of the unit's own activation (drop --objective)")
         return _run_inverse_set_sweep(args)
     clf, gen = load("caffenet", args.classifier), load("generator", args.generator)
     units = sweeps.parse_units(args.units, sweeps.layer_width(clf, args.layer))
     config = sweeps.SweepConfig(args.layer, units, args.method, args.steps, args.seeds_per_unit, args.seed,
-                                args.chunk_size)
+                                args.chunk_size, objective=args.objective)
     s = sweeps.sweep(clf, gen, config, args.out, progress=args.progress, max_chunks=args.max_chunks)
     done = (s.out_dir / "index.html").exists()
     rate = f"{s.units_per_second:.2f} runs/s" if s.computed else "nothing left to compute (resumed)"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import json
 import os
@@ -144,6 +145,22 @@ def test_refuses_a_folder_of_another_sweep(models, reference, tmp_path):
     (tmp_path / "other" / "notes.txt").write_text("mine")
     with pytest.raises(runfolder.SweepError, match="not empty"):
         sw.sweep(*models, REF, tmp_path / "other", progress=False)
+
+
+def test_the_objective_is_part_of_the_job(models, reference, tmp_path):
+    """--objective log_softmax runs the selectivity objective; its folder is another job than auto's."""
+    out, chunks = reference
+    with pytest.raises(runfolder.SweepError, match="different sweep.*objective"):
+        sw.sweep(*models, dataclasses.replace(REF, objective="log_softmax"), out, progress=False)
+    config = sw.SweepConfig("fc6", tuple(range(0, 256, 32)), "pixel", steps=5, chunk_size=8)
+    auto = sw.load_chunks(sw.sweep(*models, config, tmp_path / "auto", progress=False).out_dir)
+    lsm = sw.load_chunks(sw.sweep(*models, dataclasses.replace(config, objective="log_softmax"),
+                                  tmp_path / "lsm", progress=False).out_dir)
+    assert json.loads((tmp_path / "lsm" / runfolder.MANIFEST).read_text())["objective"] == "log_softmax"
+    assert "objective" not in json.loads((tmp_path / "auto" / runfolder.MANIFEST).read_text())  # old folders resume
+    # What each run maximized: a log-probability (never above 0) for log_softmax, the raw pre-activation for auto.
+    assert np.all(lsm["best_objective"] <= 0) and auto["best_objective"].max() > 0
+    assert not np.array_equal(lsm["image"], auto["image"])
 
 
 def test_out_of_range_units_write_nothing(models, tmp_path):

@@ -45,6 +45,9 @@ def _steps(steps: int | None) -> dict:
 
 CLASS_LAYERS = ("fc8", "prob")
 KINDS = (None, "unit", "log_softmax")
+# The objective kinds by the names the CLI and sweeps use: auto (the default of ``unit_objective``), raw
+# (exactly the layer named) and log_softmax (selectivity across the live layer).
+OBJECTIVE_NAMES = {"auto": None, "raw": "unit", "log_softmax": "log_softmax"}
 
 
 def live_layer(classifier: Model, layer: str) -> str:
@@ -119,4 +122,4 @@ def build(name: str, classifier: Model, generator: Model | None, layer: str, ste
     return preset, objective
 
 
-__all__ = ["MethodSpec", "METHODS", "CLASS_LAYERS", "method_spec", "build", "live_layer", "unit_objective"]
+__all__ = ["MethodSpec", "METHODS", "CLASS_LAYERS", "OBJECTIVE_NAMES", "method_spec", "build", "live_layer", "unit_objective"]

@@ -65,11 +65,14 @@ class SweepConfig:
     seeds_per_unit: int = 1
     seed: int = 0
     chunk_size: int | None = None  # None: chosen from the device memory
+    objective: str = "auto"  # auto, raw or log_softmax (recipes.registry.OBJECTIVE_NAMES)
 
     def identity(self) -> dict:
         """The fields a folder's results must match to be resumed."""
-        return {"layer": self.layer, "units": list(self.units), "method": self.method, "steps": self.steps,
-                "seeds_per_unit": self.seeds_per_unit, "seed": self.seed}
+        ident = {"layer": self.layer, "units": list(self.units), "method": self.method, "steps": self.steps,
+                 "seeds_per_unit": self.seeds_per_unit, "seed": self.seed}
+        # Only a non-default objective is recorded, so folders written before it existed still resume.
+        return ident if self.objective == "auto" else {**ident, "objective": self.objective}
 
 
 # ----- units and labels -------------------------------------------------------------------------------
@@ -171,7 +174,10 @@ def sweep(classifier: Model, generator: Model | None, config: SweepConfig, out_d
     if config.method not in METHODS:
         raise ValueError(f"a sweep runs one of {', '.join(METHODS)} per unit, not {config.method!r} (inverse "
                          f"sets over units: jaxviz.workflows.inverse_sets)")
-    preset, objective = registry.build(config.method, classifier, generator, config.layer, config.steps)
+    if config.objective not in registry.OBJECTIVE_NAMES:
+        raise ValueError(f"objective {config.objective!r}: expected one of {', '.join(registry.OBJECTIVE_NAMES)}")
+    preset, objective = registry.build(config.method, classifier, generator, config.layer, config.steps,
+                                       kind=registry.OBJECTIVE_NAMES[config.objective])
     units, seeds = _run_list(config)
     targets, keys = unit_keys(config.seed, config.units, config.seeds_per_unit)
     check_setup(classifier, objective, preset.param, preset.aux_params, targets[:1])
