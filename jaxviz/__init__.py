@@ -23,7 +23,7 @@ from jaxviz.core.params import BoundedPixels, GeneratorCode, NormalizedNoise, Pi
 from jaxviz.core.fourier import FourierImage  # noqa: E402
 from jaxviz.core.run import OptimizationFailed, optimize, optimize_batch, unit_keys  # noqa: E402
 from jaxviz.scoring import Report, Visualization, visualize, visualize_batch  # noqa: E402
-from jaxviz.models import Model, load  # noqa: E402
+from jaxviz.models import Model, from_equinox, from_flax, from_function, from_nnx, load  # noqa: E402
 from jaxviz.recipes import Preset  # noqa: E402
 from jaxviz.workflows.sweep import SweepConfig, sweep  # noqa: E402
 
@@ -31,5 +31,6 @@ __all__ = [
     "__version__", "core", "io", "models", "scoring", "recipes", "inverse_set", "workflows", "objectives", "operators",
     "penalties", "transforms", "updates", "Method", "Result", "Objective", "BoundedPixels", "GeneratorCode",
     "NormalizedNoise", "Pixels", "FourierImage", "OptimizationFailed", "optimize", "optimize_batch", "unit_keys",
-    "Report", "Visualization", "visualize", "visualize_batch", "Model", "load", "Preset", "SweepConfig", "sweep",
+    "Report", "Visualization", "visualize", "visualize_batch", "Model", "load", "from_flax", "from_nnx",
+    "from_equinox", "from_function", "Preset", "SweepConfig", "sweep",
 ]

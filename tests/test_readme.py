@@ -80,6 +80,14 @@ def test_python_blocks_run_and_hold_their_claims(workdir, monkeypatch, capsys):
     assert "rank 0" in printed
     # The taps block: the forward pass returns what was asked for.
     assert set(namespace["acts"]) == {"conv5:pre", "conv5", "fc8"}
+    # Your own network: taps by module path and sown name; rank 0, scored with the shipped judge; the
+    # error for a tap that is not there reads as the text says.
+    mine, own = namespace["mine"], namespace["own"]
+    assert mine.tap_names == ("conv", "conv_relu", "hidden", "logits", "output")
+    assert own.report.rank == 0 and own.report.judge_label is not None
+    with pytest.raises(KeyError, match="the network 'SmallNet' has no tap 'fc8'; its taps are: conv, conv_relu, "
+                                       "hidden, logits, output"):
+        mine(namespace["x"][:1], ("fc8",))
     # The inverse-set block: as many samples as asked, every one in range.
     inverse = namespace["inverse"] if "inverse" in namespace else namespace["result_set"]
     assert inverse.status == "ok" and len(inverse.codes) == 500

@@ -138,19 +138,26 @@ def to_display(x: Any, preprocessing: Mapping[str, Any] | None = None, view: str
 
     ``view="photo"`` adds the mean back and clips to the pixel range (the faithful view);
     ``view="dgn_am"`` is DGN-AM's own: clip to [-120, 120] and stretch linearly, without the mean.
+    ``preprocessing`` None means Caffe's BGR space; an empty card (a network of the user's that names no
+    input space) stretches each image from its own minimum to its maximum. One channel is always gray.
     """
     if view not in VIEWS:
         raise ValueError(f"view must be one of {VIEWS}, got {view!r}")
     pre = CAFFE_BGR if preprocessing is None else preprocessing
     x = np.asarray(x, np.float32)
     scale = 255.0 / float(pre.get("pixel_scale", 255.0))
+    if not pre:
+        low = x.min(axis=(-3, -2, -1), keepdims=True)
+        span = np.maximum(x.max(axis=(-3, -2, -1), keepdims=True) - low, 1e-12)
+        img = np.rint((x - low) * (255.0 / span)).astype(np.uint8)
+        return img[..., 0] if img.shape[-1] == 1 else img
     if view == "photo":
         img = np.clip((x + mean_array(pre, x.shape[-3], x.shape[-2])) * scale, 0.0, 255.0)
     else:
         img = (np.clip(x, -DGN_AM_CLIP, DGN_AM_CLIP) + DGN_AM_CLIP) * (255.0 / (2 * DGN_AM_CLIP))
     img = np.rint(img).astype(np.uint8)
     order = str(pre.get("channel_order", "BGR")).upper()
-    if order == "GRAY":
+    if order == "GRAY" or img.shape[-1] == 1:
         return img[..., 0]
     return img[..., ::-1] if order == "BGR" else img
 

@@ -129,7 +129,7 @@ class Scorer:
         failed_step = np.full(len(units), -1) if failed_step is None else np.asarray(failed_step)
         ref_values = self.reference_values(layer, position)
         paths = self._path_scores(images, layer, units, ref_values, position)
-        is_class = layer.split(":")[0] in CLASS_LAYERS
+        is_class = layer.split(":")[0] in (*CLASS_LAYERS, self.model.metadata.get("class_layer"))
         labels = self.labels or shipped.class_labels(values.shape[1])
         judged, probs = self._judge(images) if is_class else ([None] * len(images), [None] * len(images))
         spread = self._seed_spread(images, layer, seed_groups)
