@@ -156,6 +156,8 @@ def test_visualize_raises_the_unit_and_scores_it(models, kind):
     assert result.report.activation > start  # random weights: it rises; the trained net below reaches rank 0
     trace = np.asarray(result.activation).ravel()
     assert trace[-1] > trace[0]
+    picture = result.picture()  # no input space given: gray, stretched to its own range, never blank
+    assert picture.shape == (28, 28) and picture.min() == 0 and picture.max() == 255
 
 
 @pytest.mark.slow

@@ -133,20 +133,24 @@ def to_network(pixels: Any, preprocessing: Mapping[str, Any] | None) -> np.ndarr
     return (x - mean_array(pre, x.shape[-3], x.shape[-2])).astype(np.float32)
 
 
+STRETCH = "stretch"  # a card's "display" entry: show each image from its own minimum to its maximum
+
+
 def to_display(x: Any, preprocessing: Mapping[str, Any] | None = None, view: str = "photo") -> np.ndarray:
     """Network-space image(s) (..., H, W, C) -> uint8 for display: gray (..., H, W) or RGB (..., H, W, 3).
 
     ``view="photo"`` adds the mean back and clips to the pixel range (the faithful view);
     ``view="dgn_am"`` is DGN-AM's own: clip to [-120, 120] and stretch linearly, without the mean.
-    ``preprocessing`` None means Caffe's BGR space; an empty card (a network of the user's that names no
-    input space) stretches each image from its own minimum to its maximum. One channel is always gray.
+    ``preprocessing`` None means Caffe's BGR space; a card with ``"display": "stretch"`` (what a network
+    of the user's that names no input space gets) stretches each image from its own minimum to its
+    maximum. One channel is always gray.
     """
     if view not in VIEWS:
         raise ValueError(f"view must be one of {VIEWS}, got {view!r}")
     pre = CAFFE_BGR if preprocessing is None else preprocessing
     x = np.asarray(x, np.float32)
     scale = 255.0 / float(pre.get("pixel_scale", 255.0))
-    if not pre:
+    if pre.get("display") == STRETCH:
         low = x.min(axis=(-3, -2, -1), keepdims=True)
         span = np.maximum(x.max(axis=(-3, -2, -1), keepdims=True) - low, 1e-12)
         img = np.rint((x - low) * (255.0 / span)).astype(np.uint8)
@@ -162,6 +166,6 @@ def to_display(x: Any, preprocessing: Mapping[str, Any] | None = None, view: str
     return img[..., ::-1] if order == "BGR" else img
 
 
-__all__ = ["MEAN_BGR", "DGN_AM_CLIP", "CAFFE_BGR", "VIEWS", "mean_image", "mean_crop", "resolve_mean",
+__all__ = ["STRETCH", "MEAN_BGR", "DGN_AM_CLIP", "CAFFE_BGR", "VIEWS", "mean_image", "mean_crop", "resolve_mean",
            "rgb_to_caffe", "caffe_to_rgb", "display_photo", "display_dgn_am", "to_uint8", "mean_array",
            "to_network", "to_display"]

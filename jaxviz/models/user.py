@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from jaxviz.models import preprocessing as preprocessing_mod
 from jaxviz.models.model import Model
 
 Forward = Callable[[Any, jax.Array], Mapping[str, jax.Array]]
@@ -90,8 +91,9 @@ def _model(forward: Forward, params: Any, input_shape: Sequence[int], name: str,
     net = FunctionNetwork(forward, shape, _discover_taps(forward, params, shape), name)
     check_taps([class_layer] if class_layer else [], net.tap_names, name)
     metadata: dict[str, Any] = {"architecture": architecture, "name": name}
-    if preprocessing is not None:
-        metadata["preprocessing"] = dict(preprocessing)
+    # Without an input space, pictures are shown stretched to their own range rather than as Caffe images.
+    metadata["preprocessing"] = (dict(preprocessing) if preprocessing is not None
+                                 else {"display": preprocessing_mod.STRETCH})
     if class_layer is not None:
         metadata["class_layer"] = class_layer  # its units are classes: scores ask the judge for a label
     return Model(architecture, net, params, metadata)
@@ -103,7 +105,7 @@ def from_function(forward: Callable[[Any, jax.Array], Any], params: Any, input_s
     """A ``Model`` from ``forward(params, x)`` on a batch, returning a dict of taps (or one array: ``"output"``).
 
     The keywords, for every ``from_*``: ``preprocessing`` is the input space's card (``channel_order``,
-    ``pixel_scale``, ``mean``; without it images are shown as they are fed, and a card equal to the
+    ``pixel_scale``, ``mean``; without it pictures are stretched to their own range, and a card equal to the
     embedded pair's gets its reference digits and judge); ``class_layer`` names the tap whose units are
     classes (scored with the judge's label, like ``fc8``).
     """
