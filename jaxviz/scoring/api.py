@@ -14,6 +14,7 @@ from typing import Any, Callable
 
 import jax
 import numpy as np
+from PIL import Image
 
 from jaxviz.core.loop import Method, Result
 from jaxviz.core.objectives import Objective
@@ -45,6 +46,32 @@ class Visualization(Result):
         card = report.preprocessing if report is not None else None
         return pp.to_display(x[index], card or None)
 
+    def runs(self) -> int:
+        """How many runs this result holds (1 for a single ``visualize``)."""
+        return len(self.report) if isinstance(self.report, tuple) else 1
+
+    def show(self, which: str = "best", scale: int | None = None, columns: int = 10) -> Image.Image:
+        """Every run's picture in a grid, captioned with its unit, activation and rank (a notebook shows it).
+
+        A caption is red when the run carries a flag. ``scale`` defaults to enlarging small images to
+        about 112 px.
+        """
+        reports = self.report if isinstance(self.report, tuple) else (self.report,)
+        pictures = [self.picture(which, run=r) if isinstance(self.report, tuple) else self.picture(which)
+                    for r in range(len(reports))]
+        if scale is None:
+            scale = max(1, -(-112 // max(pictures[0].shape[:2])))
+        captions = [_caption(r) for r in reports]
+        colors = ["#b00" if r is not None and r.flags else "#222" for r in reports]
+        rows = [list(range(i, min(i + columns, len(pictures)))) for i in range(0, len(pictures), columns)]
+        return image_io.contact_sheet([[pictures[i] for i in row] for row in rows],
+                                      [[captions[i] for i in row] for row in rows],
+                                      caption_colors=[[colors[i] for i in row] for row in rows], scale=scale)
+
+    def _repr_png_(self) -> bytes:
+        """Notebooks display a result as its pictures with their captions."""
+        return image_io.png_bytes(self.show())
+
     def save_png(self, path: str | os.PathLike, which: str = "best", scale: int | None = None, index: int = 0,
                  run: int = 0) -> pathlib.Path:
         """Write the picture as a PNG (atomically), enlarged ``scale`` times (default: to at least 224 px)."""
@@ -55,6 +82,13 @@ class Visualization(Result):
             raise ValueError(f"scale must be a positive integer, got {scale}")
         pil = image_io.to_pil(image)
         return image_io.save_png(pil.resize((pil.width * scale, pil.height * scale), resample=0), path)
+
+
+def _caption(report: Report | None) -> str:
+    if report is None:
+        return "unscored"
+    flags = f" ({len(report.flags)} flag{'s' if len(report.flags) > 1 else ''})" if report.flags else ""
+    return f"{report.layer}:{report.unit} act {report.activation:.3g} rank {report.rank}{flags}"
 
 
 def _unit_of(objective: Objective, target: Any) -> int | None:
