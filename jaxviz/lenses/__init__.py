@@ -1,0 +1,7 @@
+"""Lenses: what real data says about a unit (top exemplars, receptive fields, network dissection)."""
+
+from jaxviz.lenses.exemplars import Exemplars, merge_exemplars, top_exemplars
+from jaxviz.lenses.receptive import Geometry, crop_boxes, gradient_footprint, receptive_field
+
+__all__ = ["Exemplars", "top_exemplars", "merge_exemplars", "Geometry", "receptive_field", "crop_boxes",
+           "gradient_footprint"]
