@@ -125,11 +125,12 @@ def padded_crop(image: np.ndarray, box: Box, fill: int = 128) -> np.ndarray:
     return out
 
 
-def crop_boxes(model: Model, layer: str, positions: np.ndarray) -> np.ndarray:
+def crop_boxes(model: Model, layer: str, positions: np.ndarray, clip: bool = True) -> np.ndarray:
     """(..., 4) input boxes (top, left, bottom, right) of conv positions ``(..., 2)``; the whole image for fc.
 
-    The geometry comes from the config where known, else from the gradient footprint of each distinct
-    position (measured once per position).
+    The geometry comes from the config where known (``clip=False``: the field's full box, reaching past
+    the border), else from the gradient footprint of each distinct position (measured once per position,
+    always inside the image).
     """
     positions = np.asarray(positions)
     height, width = model.input_shape[:2]
@@ -141,7 +142,8 @@ def crop_boxes(model: Model, layer: str, positions: np.ndarray) -> np.ndarray:
         if row < 0:
             boxes[idx] = (0, 0, height, width)
         elif geometry is not None:
-            boxes[idx] = field_box(geometry, row, col, height, width)
+            boxes[idx] = (field_box(geometry, row, col, height, width) if clip
+                          else unclipped_box(geometry, row, col))
         else:
             if (row, col) not in measured:
                 measured[(row, col)] = gradient_footprint(model, layer, row, col)
