@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 
+import jax
 import numpy as np
 import pytest
 from PIL import Image
@@ -36,7 +37,7 @@ def digits(model):
 
 def brute_force(model, images, layer):
     """Per image and unit: value and flat position of the max over the map, from one forward of everything."""
-    acts = np.asarray(model(images, (layer,))[layer])
+    acts = np.asarray(jax.jit(lambda x: model(x, (layer,))[layer])(images))
     if acts.ndim == 2:
         return acts, None, None
     n, h, w, c = acts.shape
@@ -44,9 +45,15 @@ def brute_force(model, images, layer):
     return flat.max(axis=1), flat.argmax(axis=1), acts
 
 
-@pytest.mark.parametrize("layer", ["conv3", "fc7"])
-def test_streamed_top_k_equals_a_brute_force_sort(model, digits, layer):
-    ex = lx.top_exemplars(model, digits, layer, k=K, batch_size=32)  # 7 batches, the last one padded
+@pytest.mark.parametrize("layer, n, batch", [
+    ("pool1", N, 32),   # 7 batches, the last one padded
+    ("fc8", 64, 12),
+    pytest.param("conv3", N, 32, marks=pytest.mark.slow),
+    pytest.param("fc7", N, 32, marks=pytest.mark.slow),
+])
+def test_streamed_top_k_equals_a_brute_force_sort(model, digits, layer, n, batch):
+    digits = digits[:n]
+    ex = lx.top_exemplars(model, digits, layer, k=K, batch_size=batch)
     values, where, acts = brute_force(model, digits, layer)
     order = np.argsort(-values, axis=0, kind="stable")[:K].T           # (units, K)
     np.testing.assert_array_equal(ex.units, np.arange(values.shape[1]))

@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxviz.lenses.exemplars import check_units, layer_units
+from jaxviz.lenses.exemplars import check_units, layer_shape
 from jaxviz.models import preprocessing as pp
 from jaxviz.models import shipped
 from jaxviz.models.model import Model
@@ -153,7 +153,10 @@ def dissect(model: Model, dataset: MaskSet, layer: str, quantile: float = QUANTI
     if len(dataset.pixels) == 0 or len(dataset.pixels) != len(dataset.masks):
         raise ValueError(f"a mask set needs one mask stack per image, got {len(dataset.pixels)} images and "
                          f"{len(dataset.masks)} mask stacks")
-    ids = check_units(units, layer_units(model, layer))
+    shape = layer_shape(model, layer)
+    if len(shape) != 3:
+        raise ValueError(f"layer {layer!r} has no spatial map (shape {shape}); dissect a conv layer")
+    ids = check_units(units, shape[-1])
     images = pp.to_network(dataset.pixels, model.preprocessing)
     maps = layer_maps(model, images, layer, ids, batch_size)
     thresholds = unit_thresholds(maps, quantile)

@@ -56,13 +56,18 @@ def _batch_maxima(function, layer: str):
     return jax.jit(lambda params, x: unit_maxima(function(params, x, (layer,))[layer]))
 
 
-def layer_units(model: Model, layer: str) -> int:
-    """Units (channels) of a layer; ValueError naming the model's taps for an unknown one."""
+def layer_shape(model: Model, layer: str) -> tuple[int, ...]:
+    """Per-image shape of a tap ((h, w, C) or (C,)), without running it; ValueError for an unknown layer."""
     if model.tap_names and layer not in model.tap_names:
         raise ValueError(f"unknown layer {layer!r}; this model's layers: {', '.join(model.tap_names)}")
     shape = jax.eval_shape(lambda p, x: model.apply(p, x, (layer,)), model.params,
                            jax.ShapeDtypeStruct((1, *model.input_shape), np.float32))
-    return int(shape[layer].shape[-1])
+    return tuple(int(v) for v in shape[layer].shape[1:])
+
+
+def layer_units(model: Model, layer: str) -> int:
+    """Units (channels) of a layer; ValueError naming the model's taps for an unknown one."""
+    return layer_shape(model, layer)[-1]
 
 
 def check_units(units: Sequence[int] | None, width: int) -> np.ndarray:
@@ -123,5 +128,5 @@ def merge_exemplars(parts: Sequence[Exemplars], k: int) -> Exemplars:
     return Exemplars(first.layer, first.units, best_i.T.copy(), best_v.T.copy(), best_p.transpose(1, 0, 2).copy())
 
 
-__all__ = ["Exemplars", "DEFAULT_K", "DEFAULT_BATCH", "unit_maxima", "layer_units", "check_units",
+__all__ = ["Exemplars", "DEFAULT_K", "DEFAULT_BATCH", "unit_maxima", "layer_shape", "layer_units", "check_units",
            "top_exemplars", "merge_exemplars"]
