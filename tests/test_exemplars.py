@@ -112,7 +112,7 @@ def test_parts_merged_in_order_equal_the_whole(model, digits):
     ("conv1", [(0, 0), (13, 20), (27, 27)]),
     ("conv2", [(0, 0), (5, 9), (13, 13)]),
     ("pool2", [(0, 0), (3, 4), (6, 6)]),
-    ("conv3:pre", [(0, 6), (3, 3)]),
+    pytest.param("conv3:pre", [(0, 6), (3, 3)], marks=pytest.mark.slow),
 ])
 def test_the_crop_is_the_input_region_that_can_move_the_unit(model, layer, positions):
     geometry = rf.receptive_field(model, layer)
