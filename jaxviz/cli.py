@@ -469,6 +469,8 @@ def _add_dissect(verbs) -> None:
     p.add_argument("--iou-threshold", type=float_arg(0.0, 1.0), default=0.04,
                    help="a unit is a detector when its best IoU exceeds this (default 0.04)")
     p.add_argument("--batch-size", type=int_arg(1, 100_000), default=50, help="images per forward pass (default 50)")
+    p.add_argument("--net2vec", action="store_true", help="also fit Net2Vec's learned combination of units per "
+                   "concept (net2vec.csv: its IoU against the best single unit's)")
     p.add_argument("--classifier", default=None, help="converted CaffeNet folder (default: embedded)")
     p.add_argument("--out", required=True, help="folder for the results")
 
@@ -480,7 +482,8 @@ def _run_dissect(args) -> int:
     masks = (lenses.synthetic_mask_set(args.n) if args.synthetic
              else dissection_job.read_mask_folder(args.masks, clf))
     result = dissection_job.run_dissection(clf, masks, args.layer, args.out, args.quantile, args.iou_threshold,
-                                           None if args.units.strip().lower() == "all" else units, args.batch_size)
+                                           None if args.units.strip().lower() == "all" else units, args.batch_size,
+                                           args.net2vec)
     detectors = [r for r in result.rows() if r["detector"]]
     found = ", ".join(f"{c} {sum(r['concept'] == c for r in detectors)}" for c in result.concepts)
     print(f"{len(detectors)} of {len(result.units)} units of {args.layer} are detectors (IoU > "

@@ -24,6 +24,7 @@ from typing import Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 from jaxviz.lenses.exemplars import check_units, layer_shape
 from jaxviz.models import preprocessing as pp
@@ -164,6 +165,84 @@ def dissect(model: Model, dataset: MaskSet, layer: str, quantile: float = QUANTI
     return Dissection(layer, ids, tuple(dataset.concepts), thresholds, iou, float(quantile), float(iou_threshold))
 
 
+# ----- Net2Vec: a learned combination of units per concept (Fong & Vedaldi 2018; survey eq. 20-21) ------------
+
+NET2VEC_STEPS = 300
+NET2VEC_LR = 0.5
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Net2Vec:
+    """Per concept: the learned unit weights and bias, and the IoU of the combined mask (eq. 21)."""
+
+    layer: str
+    units: np.ndarray          # (U,) unit ids, the order of the weights
+    concepts: tuple[str, ...]  # (C,)
+    weights: np.ndarray        # (C, U) w_c: the weight of each unit's binarized map
+    bias: np.ndarray           # (C,)
+    iou: np.ndarray            # (C,) IoU of sigmoid(sum_k w_k M_k + b) > 0.5 with the concept, over the set
+    loss: np.ndarray           # (C,) the final balanced binary cross entropy
+
+    def rows(self) -> list[dict]:
+        """One row per concept: its IoU and its highest-weighted units."""
+        return [{"concept": c, "iou": float(self.iou[i]),
+                 "top_units": [int(self.units[j]) for j in np.argsort(-self.weights[i], kind="stable")[:8]]}
+                for i, c in enumerate(self.concepts)]
+
+
+def _fit_concept(features: jax.Array, labels: jax.Array, steps: int, lr: float):
+    # Net2Vec's per-pixel binary cross entropy, positives weighted by 1 - (their share) so a rare concept
+    # is not fitted by predicting "absent" everywhere; SGD with momentum as in the paper.
+    alpha = 1.0 - labels.mean()
+    opt = optax.sgd(lr, momentum=0.9)
+
+    def loss_fn(params):
+        logits = features @ params[0] + params[1]
+        return -jnp.mean(alpha * labels * jax.nn.log_sigmoid(logits)
+                         + (1.0 - alpha) * (1.0 - labels) * jax.nn.log_sigmoid(-logits))
+
+    def step(carry, _):
+        params, state = carry
+        loss, grads = jax.value_and_grad(loss_fn)(params)
+        updates, state = opt.update(grads, state, params)
+        return (optax.apply_updates(params, updates), state), loss
+
+    params = (jnp.zeros(features.shape[-1], jnp.float32), jnp.zeros((), jnp.float32))
+    (params, _), losses = jax.lax.scan(step, (params, opt.init(params)), None, length=steps)
+    pred = (features @ params[0] + params[1]) > 0.0
+    inter = jnp.sum(pred & (labels > 0.5))
+    union = jnp.sum(pred | (labels > 0.5))
+    return params[0], params[1], jnp.where(union > 0, inter / jnp.maximum(union, 1), 0.0), losses[-1]
+
+
+_fit = jax.jit(jax.vmap(_fit_concept, in_axes=(None, 1, None, None)), static_argnums=(2,))
+
+
+def net2vec(model: Model, dataset: MaskSet, layer: str, quantile: float = QUANTILE,
+            units: Sequence[int] | None = None, steps: int = NET2VEC_STEPS, lr: float = NET2VEC_LR,
+            batch_size: int = DEFAULT_BATCH) -> Net2Vec:
+    """Net2Vec: per concept, weights of the units' binarized maps whose sigmoid best segments the concept.
+
+    The features are the maps of ``dissect`` (upsampled, binarized at T_k); the fit is full-batch over
+    every pixel of the set (sets that fit in memory), all concepts at once.
+    """
+    if steps < 1:
+        raise ValueError(f"steps must be at least 1, got {steps}")
+    shape = layer_shape(model, layer)
+    if len(shape) != 3:
+        raise ValueError(f"layer {layer!r} has no spatial map (shape {shape}); Net2Vec needs a conv layer")
+    ids = check_units(units, shape[-1])
+    maps = layer_maps(model, pp.to_network(dataset.pixels, model.preprocessing), layer, ids, batch_size)
+    thresholds = unit_thresholds(maps, quantile)
+    size = tuple(dataset.masks.shape[1:3])
+    features = jnp.concatenate([unit_masks(maps[a:a + batch_size], thresholds, size).astype(jnp.float32)
+                                for a in range(0, len(maps), batch_size)]).reshape(-1, len(ids))
+    labels = jnp.asarray(dataset.masks, jnp.float32).reshape(-1, dataset.masks.shape[-1])
+    w, b, iou, loss = jax.device_get(_fit(features, labels, int(steps), float(lr)))
+    return Net2Vec(layer, ids, tuple(dataset.concepts), np.asarray(w), np.asarray(b), np.asarray(iou),
+                   np.asarray(loss))
+
+
 def synthetic_mask_set(n: int = 200, seed: int = 0) -> MaskSet:
     """``n`` shipped digits, each with a bright 2x2 dot drawn in an empty corner, and masks of four concepts.
 
@@ -197,4 +276,5 @@ def synthetic_mask_set(n: int = 200, seed: int = 0) -> MaskSet:
 
 
 __all__ = ["QUANTILE", "IOU_THRESHOLD", "SYNTHETIC_CONCEPTS", "MaskSet", "Dissection", "layer_maps",
-           "unit_thresholds", "unit_masks", "concept_iou", "dissect", "synthetic_mask_set"]
+           "unit_thresholds", "unit_masks", "concept_iou", "dissect", "synthetic_mask_set", "Net2Vec", "net2vec",
+           "NET2VEC_STEPS", "NET2VEC_LR"]

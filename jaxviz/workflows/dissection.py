@@ -15,7 +15,8 @@ masks of a set share the input size and the activation maps are upsampled to it.
 A job folder holds ``manifest.json`` (model, layer, set, quantile: another job's folder is refused),
 ``dissection.csv`` and ``results.jsonl`` (unit, best concept, IoU, detector, threshold),
 ``dissection.npz`` (units, concepts, thresholds, the full IoU table), ``dissection.png`` (the best
-units' binarized maps, red, over the images where they overlap their concept, green) and ``index.html``.
+units' binarized maps, red, over the images where they overlap their concept, green) and ``index.html``;
+with ``combinations``, also ``net2vec.csv`` and ``net2vec.npz`` (Net2Vec's per-concept unit weights).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from jaxviz.io.atomic import atomic_write_bytes, npz_bytes
 from jaxviz.io.images import contact_sheet, png_bytes
 from jaxviz.io.tables import csv_bytes, jsonl_bytes, write_table_page
 from jaxviz.lenses.dissection import (DEFAULT_BATCH, IOU_THRESHOLD, QUANTILE, Dissection, MaskSet, dissect,
-                                      layer_maps, synthetic_mask_set, unit_masks)
+                                      layer_maps, net2vec, synthetic_mask_set, unit_masks)
 from jaxviz.models import preprocessing as pp
 from jaxviz.models.model import Model
 from jaxviz.scoring.reference import IMAGE_SUFFIXES, load_image
@@ -150,15 +151,20 @@ def dissection_figure(model: Model, masks: MaskSet, result: Dissection, units: i
 
 def run_dissection(model: Model, masks: MaskSet, layer: str, out_dir: str | os.PathLike,
                    quantile: float = QUANTILE, iou_threshold: float = IOU_THRESHOLD,
-                   units: Sequence[int] | None = None, batch_size: int = DEFAULT_BATCH) -> Dissection:
-    """Dissect ``layer`` on ``masks`` and write the job folder (a folder of another job is refused)."""
+                   units: Sequence[int] | None = None, batch_size: int = DEFAULT_BATCH,
+                   combinations: bool = False) -> Dissection:
+    """Dissect ``layer`` on ``masks`` and write the job folder (a folder of another job is refused).
+
+    ``combinations``: also fit Net2Vec's unit combination per concept (``net2vec.csv``, ``net2vec.npz``).
+    """
     out = pathlib.Path(out_dir)
     result_units = None if units is None else [int(u) for u in units]
     manifest = {"format": FORMAT, "layer": layer, "units": result_units, "quantile": float(quantile),
-                "iou_threshold": float(iou_threshold), "set": mask_set_identity(masks),
+                "iou_threshold": float(iou_threshold), "set": mask_set_identity(masks), "net2vec": bool(combinations),
                 "model": model_fingerprint(model)}
     # The arguments are checked (layer, units, conv map) before the folder is opened, by dissecting first.
     result = dissect(model, masks, layer, quantile, iou_threshold, units, batch_size)
+    combined = net2vec(model, masks, layer, quantile, units, batch_size=batch_size) if combinations else None
     runfolder.open_job_folder(out, manifest, "dissection")
     rows = result.rows()
 
@@ -169,6 +175,13 @@ def run_dissection(model: Model, masks: MaskSet, layer: str, out_dir: str | os.P
             "units": result.units, "concepts": np.asarray(result.concepts), "thresholds": result.thresholds,
             "iou": result.iou}))
         atomic_write_bytes(out / FIGURE, png_bytes(dissection_figure(model, masks, result)))
+        if combined is not None:
+            n2v_rows = [{**r, "best_single_iou": float(result.iou[:, i].max())} for i, r in enumerate(combined.rows())]
+            atomic_write_bytes(out / "net2vec.csv", csv_bytes(("concept", "iou", "best_single_iou", "top_units"),
+                                                              n2v_rows))
+            atomic_write_bytes(out / "net2vec.npz", npz_bytes({
+                "units": combined.units, "concepts": np.asarray(combined.concepts), "weights": combined.weights,
+                "bias": combined.bias, "iou": combined.iou}))
         detectors = int(result.detector.sum())
         write_table_page(out / "index.html", f"Network dissection of {layer}", TABLE_COLUMNS, rows,
                          note=f"{len(masks.pixels)} images, concepts {', '.join(result.concepts)}; threshold "
