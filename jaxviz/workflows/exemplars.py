@@ -114,7 +114,7 @@ class ExemplarsRun:
     seconds: float
 
 
-def run_exemplars(model: Model, source: ImageSource, layer: str, out_dir: str | os.PathLike, k: int = DEFAULT_K,
+def run_exemplars(model: Model, source: ImageSource | str | os.PathLike | None, layer: str, out_dir: str | os.PathLike, k: int = DEFAULT_K,
                   units: Sequence[int] | None = None, batch_size: int = DEFAULT_BATCH,
                   chunk_images: int | None = None, max_chunks: int | None = None,
                   progress: bool | None = None) -> ExemplarsRun:
@@ -122,9 +122,12 @@ def run_exemplars(model: Model, source: ImageSource, layer: str, out_dir: str | 
 
     ``chunk_images``: images per chunk file (default ``CHUNK_BATCHES`` batches; a multiple of
     ``batch_size`` keeps the batches of a chunk aligned); ``max_chunks`` stops after computing that many
-    (a rerun resumes). A folder holding another job is refused (``SweepError``).
+    (a rerun resumes). A folder holding another job is refused (``SweepError``). ``source``: an
+    ``ImageSource``, a folder of images, or None for the shipped digits.
     """
     out = pathlib.Path(out_dir)
+    if not isinstance(source, ImageSource):
+        source = source_for(model, source)
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k} (argument --k)")
     if batch_size < 1:
