@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from PIL import Image
@@ -16,6 +17,7 @@ from jaxviz.lenses import exemplars as lx
 from jaxviz.lenses import receptive as rf
 from jaxviz.models import load, shipped
 from jaxviz.models import preprocessing as pp
+from jaxviz.models.model import Model
 from jaxviz.scoring.reference import merge_top_k, top_k_rows
 from jaxviz.workflows import exemplars as wx
 from jaxviz.workflows.runfolder import SweepError
@@ -47,7 +49,7 @@ def brute_force(model, images, layer):
 
 @pytest.mark.parametrize("layer, n, batch", [
     ("pool1", N, 32),   # 7 batches, the last one padded
-    ("fc8", 64, 12),
+    pytest.param("fc8", 64, 12, marks=pytest.mark.slow),
     pytest.param("conv3", N, 32, marks=pytest.mark.slow),
     pytest.param("fc7", N, 32, marks=pytest.mark.slow),
 ])
@@ -69,6 +71,29 @@ def test_streamed_top_k_equals_a_brute_force_sort(model, digits, layer, n, batch
     for j in range(K):
         r, c = ex.positions[u, j]
         assert acts[ex.indices[u, j], r, c, u] == pytest.approx(ex.activations[u, j], rel=1e-5, abs=1e-5)
+
+
+class TinyFC:
+    """A one-layer 'network' with an fc tap whose values tie often (pixels quantized; exact in float32)."""
+
+    input_shape = (28, 28, 1)
+    tap_names = ("fc",)
+
+    def apply(self, params, x, taps):
+        del taps
+        return {"fc": jnp.floor(x.reshape(x.shape[0], -1)[:, params["pixels"]] / 64.0)}
+
+
+def test_an_fc_layer_with_ties_ranks_like_a_stable_sort(digits):
+    pixels = np.arange(300, 312)    # the middle rows of a digit
+    tiny = Model("tiny_fc", TinyFC(), {"pixels": pixels}, {})
+    ex = lx.top_exemplars(tiny, digits, "fc", k=K, batch_size=16)
+    values = np.floor(np.asarray(digits).reshape(len(digits), -1)[:, pixels] / 64.0)
+    assert len(np.unique(values[:, 0])) < 60      # ties are common
+    order = np.argsort(-values, axis=0, kind="stable")[:K].T
+    np.testing.assert_array_equal(ex.indices, order)
+    np.testing.assert_array_equal(ex.activations, np.take_along_axis(values.T, order, 1))
+    assert np.all(ex.positions == -1)
 
 
 def test_a_unit_subset_keeps_the_layer_order_of_its_ids(model, digits):
