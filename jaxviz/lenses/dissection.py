@@ -10,6 +10,11 @@ Given images with per-pixel binary masks of named concepts (``MaskSet``), for ev
 4. the unit's best concept is the one of highest IoU, and the unit is a detector of it when that IoU
    exceeds ``iou_threshold`` (0.04).
 
+Step 2 upsamples the activations and then thresholds (Bau et al.'s ``M_k = S(A_k) > T_k``); the survey's
+eq. 18 writes the threshold inside the interpolation, which for a bilinear S gives a mask that is not
+binary until it is rounded again. ``net2vec`` fits Net2Vec's learned combination of these masks per
+concept (survey eq. 20-21).
+
 ``synthetic_mask_set`` builds a small labelled set from the shipped digits (a generator, so nothing
 extra ships): strokes dimmed to 200 of 255, concepts ``stroke``, ``background``, ``top_half`` and ``dot`` (a bright 2x2 square drawn
 in an empty corner, about 0.5 % of the pixels, so a unit that fires on it alone reaches IoU near 1).
