@@ -1,4 +1,5 @@
-"""The ``jaxviz`` command: ``demo``, ``visualize`` (one unit), ``sweep`` (a layer), ``inverse-set``.
+"""The ``jaxviz`` command: ``demo``, ``visualize`` (one unit), ``sweep`` (a layer), ``inverse-set``,
+``exemplars`` (top real images per unit), ``dissect`` (network dissection).
 
 One argument tree: every verb is a subcommand of one parser, and every verb turns an expected failure
 (bad argument, unknown layer, missing or damaged model folder, foreign or unwritable output, a chunk size
@@ -23,7 +24,7 @@ from typing import Callable, Sequence
 import jax
 import numpy as np
 
-from jaxviz import inverse_set
+from jaxviz import inverse_set, lenses
 from jaxviz.core import objectives
 from jaxviz.io import images
 from jaxviz.models import load
@@ -31,6 +32,8 @@ from jaxviz.models.checkpoint import CheckpointError
 from jaxviz.models import preprocessing as pp
 from jaxviz.recipes import registry
 from jaxviz.workflows import demo as demo_job
+from jaxviz.workflows import dissection as dissection_job
+from jaxviz.workflows import exemplars as exemplars_job
 from jaxviz.workflows import inverse_sets, sweep as sweeps
 from jaxviz.workflows.progress import Stage, Stages
 from jaxviz.workflows.devices import is_out_of_memory
@@ -153,6 +156,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_visualize(verbs)
     _add_sweep(verbs)
     _add_inverse_set(verbs)
+    _add_exemplars(verbs)
+    _add_dissect(verbs)
     return parser
 
 
@@ -416,6 +421,82 @@ def _run_inverse_set_sweep(args) -> int:
     reached = sum(r["samples"] > 0 for r in rows)
     print(f"{len(rows)} of {len(units)} units done, {reached} reached [{z1:g}, {z2:g}]; "
           + (f"gallery: {args.out}/index.html" if len(rows) == len(units) else "run the same command to resume"))
+    return 0
+
+
+# ----- exemplars and dissect (lenses: real data through the network) ----------------------------------
+
+def _add_exemplars(verbs) -> None:
+    p = _verb(verbs, "exemplars", _run_exemplars, help="every unit's top-k real images of a set (a folder, or the "
+              "shipped digits) with receptive-field crops; resumable; embedded classifier by default")
+    p.add_argument("--layer", required=True, help="layer (e.g. conv3, fc7)")
+    p.add_argument("--units", default="all", help="'all', or ids and ranges such as '0-9,42' (default all)")
+    p.add_argument("--k", type=int_arg(1, 10_000), default=9, help="exemplars per unit (default 9)")
+    p.add_argument("--images", default=None, help="folder of images (png/jpg, searched recursively; default: the "
+                   "1000 held-out digits shipped with jaxviz)")
+    p.add_argument("--limit", type=int_arg(1, 100_000_000), default=None, help="use only the first N images")
+    p.add_argument("--batch-size", type=int_arg(1, 100_000), default=50, help="images per forward pass (default 50)")
+    p.add_argument("--chunk-images", type=int_arg(1, 100_000_000), default=None,
+                   help="images per committed chunk (default 4 batches)")
+    p.add_argument("--max-chunks", type=int_arg(1, 10_000_000), default=None,
+                   help="stop after this many chunks (rerun resumes)")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="progress bar (default: on a terminal outside CI)")
+    p.add_argument("--classifier", default=None, help="converted CaffeNet folder (default: embedded)")
+    p.add_argument("--out", required=True, help="folder for the results (resumed when it holds the same job)")
+
+
+def _run_exemplars(args) -> int:
+    check_output_folder(args.out)
+    clf = load("caffenet", args.classifier)
+    units = sweeps.parse_units(args.units, sweeps.layer_width(clf, args.layer))
+    source = exemplars_job.source_for(clf, args.images, args.limit)
+    run = exemplars_job.run_exemplars(clf, source, args.layer, args.out, args.k, units, args.batch_size,
+                                      args.chunk_images, args.max_chunks, args.progress)
+    print(f"{run.computed} of {run.chunks} chunks computed now ({len(source)} images, {len(units)} units)")
+    if not run.finished:
+        print("not finished; run the same command to resume")
+        return 0
+    print(f"exemplars: {run.out_dir / exemplars_job.EXEMPLARS_FILE}; page: {run.out_dir / exemplars_job.INDEX}")
+    return 0
+
+
+def _add_dissect(verbs) -> None:
+    p = _verb(verbs, "dissect", _run_dissect, help="network dissection: which units of a conv layer detect a "
+              "labelled concept (IoU of their top-quantile maps with concept masks); embedded classifier by default")
+    p.add_argument("--layer", required=True, help="conv layer (e.g. conv3)")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--masks", default=None, help="mask folder (concepts.json, images/NAME.png, "
+                        "masks/NAME/CONCEPT.png; see the README)")
+    source.add_argument("--synthetic", action="store_true", help="the synthetic digit set (stroke, background, "
+                        "top_half, dot), generated on the fly")
+    p.add_argument("--n", type=int_arg(1, 1000), default=200, help="images of the synthetic set (default 200)")
+    p.add_argument("--units", default="all", help="'all', or ids and ranges such as '0-9,42' (default all)")
+    p.add_argument("--quantile", type=float_arg(0.0, 0.5, low_open=True), default=0.005,
+                   help="P(a > T) of each unit's threshold, in (0, 0.5] (default 0.005)")
+    p.add_argument("--iou-threshold", type=float_arg(0.0, 1.0), default=0.04,
+                   help="a unit is a detector when its best IoU exceeds this (default 0.04)")
+    p.add_argument("--batch-size", type=int_arg(1, 100_000), default=50, help="images per forward pass (default 50)")
+    p.add_argument("--net2vec", action="store_true", help="also fit Net2Vec's learned combination of units per "
+                   "concept (net2vec.csv: its IoU against the best single unit's)")
+    p.add_argument("--classifier", default=None, help="converted CaffeNet folder (default: embedded)")
+    p.add_argument("--out", required=True, help="folder for the results")
+
+
+def _run_dissect(args) -> int:
+    check_output_folder(args.out)
+    clf = load("caffenet", args.classifier)
+    units = sweeps.parse_units(args.units, sweeps.layer_width(clf, args.layer))
+    masks = (lenses.synthetic_mask_set(args.n) if args.synthetic
+             else dissection_job.read_mask_folder(args.masks, clf))
+    result = dissection_job.run_dissection(clf, masks, args.layer, args.out, args.quantile, args.iou_threshold,
+                                           None if args.units.strip().lower() == "all" else units, args.batch_size,
+                                           args.net2vec)
+    detectors = [r for r in result.rows() if r["detector"]]
+    found = ", ".join(f"{c} {sum(r['concept'] == c for r in detectors)}" for c in result.concepts)
+    print(f"{len(detectors)} of {len(result.units)} units of {args.layer} are detectors (IoU > "
+          f"{args.iou_threshold:g}): {found}")
+    print(f"table: {pathlib.Path(args.out) / 'dissection.csv'}; page: {pathlib.Path(args.out) / 'index.html'}")
     return 0
 
 

@@ -251,8 +251,14 @@ _INT_RANGES = {
     ("inverse-set", "--n"): (1, 1_000_000), ("inverse-set", "--k"): (1, 100_000),
     ("inverse-set", "--seed"): (0, 2 ** 63 - 1), ("inverse-set", "--inner-steps"): (1, cli.MAX_STEPS),
     ("inverse-set", "--max-outer"): (1, 100_000), ("inverse-set", "--max-rounds"): (1, 10_000_000),
+    ("exemplars", "--k"): (1, 10_000), ("exemplars", "--batch-size"): (1, 100_000),
+    ("exemplars", "--limit"): (1, 100_000_000), ("exemplars", "--chunk-images"): (1, 100_000_000),
+    ("exemplars", "--max-chunks"): (1, 10_000_000),
+    ("dissect", "--n"): (1, 1000), ("dissect", "--batch-size"): (1, 100_000),
 }
-_REQUIRED = {"visualize": ["--unit", "0"], "inverse-set": ["--neuron", "fc8:3:1:2"], "demo": [], "sweep": []}
+_REQUIRED = {"visualize": ["--unit", "0"], "inverse-set": ["--neuron", "fc8:3:1:2"], "demo": [], "sweep": [],
+             "exemplars": ["--layer", "conv3", "--out", "out/x"],
+             "dissect": ["--layer", "conv2", "--synthetic", "--out", "out/x"]}
 
 
 def _parse(argv: list[str]) -> tuple[str | None, Any]:

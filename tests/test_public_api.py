@@ -10,7 +10,7 @@ import pytest
 
 import jaxviz
 
-PACKAGES = ["jaxviz", "jaxviz.core", "jaxviz.models", "jaxviz.io", "jaxviz.recipes", "jaxviz.inverse_set",
+PACKAGES = ["jaxviz", "jaxviz.core", "jaxviz.models", "jaxviz.io", "jaxviz.recipes", "jaxviz.lenses", "jaxviz.inverse_set",
             "jaxviz.workflows", "weights_convert"]
 
 

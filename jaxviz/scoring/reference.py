@@ -104,6 +104,41 @@ def activations(model: Model, images: np.ndarray, taps: Sequence[str], batch: in
     return {t: np.concatenate(v) for t, v in parts.items()}
 
 
+def top_k_rows(values: np.ndarray, k: int) -> np.ndarray:
+    """(k', U) row indices of each column's ``k`` largest values (k' = min(k, N)), highest first.
+
+    Ties go to the lower row, as a stable sort of ``-values`` orders them; this is the one definition of a
+    unit's top real exemplars (the scorer's path check and ``jaxviz.lenses.top_exemplars`` both use it).
+    """
+    values = np.asarray(values)
+    if values.ndim == 1:
+        return top_k_rows(values[:, None], k)[:, 0]
+    if k < 1:
+        raise ValueError(f"k must be at least 1, got {k}")
+    return np.argsort(-values, axis=0, kind="stable")[:k]
+
+
+def merge_top_k(best_values: np.ndarray, best_rows: np.ndarray, values: np.ndarray, rows: np.ndarray,
+                k: int, *extra: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, ...]:
+    """Fold a batch into a running per-column top-k: the top-k of the union, as ``top_k_rows`` ranks it.
+
+    ``best_values``/``best_rows``: (k0, U) the running top (rows increasing among equal values);
+    ``values``: (B, U) the batch; ``rows``: (B,) its global row numbers, or (B, U) per column (another
+    running top), all larger than any seen before (so a stable sort of the concatenation breaks ties by
+    row, exactly as one sort of everything would).
+    ``extra``: pairs (running, batch) of per-entry arrays carried along (positions), shapes (k0, U, ...)
+    and (B, U, ...). Returns (values, rows, *extra) of the merged top, (min(k, k0 + B), U, ...).
+    """
+    values, rows = np.asarray(values), np.asarray(rows)
+    all_values = np.concatenate([best_values, values], axis=0)
+    all_rows = np.concatenate([best_rows, np.broadcast_to(rows[:, None] if rows.ndim == 1 else rows, values.shape)], axis=0)
+    order = top_k_rows(all_values, k)
+    pick = lambda a: np.take_along_axis(a, order.reshape(order.shape + (1,) * (a.ndim - 2)), axis=0)
+    merged = [pick(all_values), pick(all_rows)]
+    merged += [pick(np.concatenate([mine, theirs], axis=0)) for mine, theirs in extra]
+    return tuple(merged)
+
+
 def unit_table(acts: Mapping[str, np.ndarray], layer: str, position: Position) -> np.ndarray:
     """(N, units) values of ``layer`` read at ``position``, as objectives read them."""
     return np.asarray(unit_values({layer: np.asarray(acts[layer])}, layer, position))
@@ -116,4 +151,4 @@ def channel_features(a: np.ndarray) -> np.ndarray:
 
 
 __all__ = ["ReferenceSet", "embedded_reference", "folder_reference", "reference_for", "load_image",
-           "activations", "unit_table", "channel_features"]
+           "activations", "unit_table", "channel_features", "top_k_rows", "merge_top_k"]

@@ -17,7 +17,7 @@ from jaxviz.core.objectives import Position
 from jaxviz.models import shipped
 from jaxviz.models.model import Model
 from jaxviz.scoring import reference as ref_mod
-from jaxviz.scoring.reference import ReferenceSet, activations, channel_features, unit_table
+from jaxviz.scoring.reference import ReferenceSet, activations, channel_features, top_k_rows, unit_table
 from jaxviz.scoring.scores import Flag, flags_for, mean_pairwise_distance, path_similarity, percentile_of
 
 TOP_EXEMPLARS = 10     # real images that fire the unit most, for the path check
@@ -157,7 +157,7 @@ class Scorer:
         scores = np.zeros(len(images))
         for u in sorted(set(units)):
             rows = [i for i, v in enumerate(units) if v == u]
-            top = np.argsort(-ref_values[:, u], kind="stable")[:TOP_EXEMPLARS]
+            top = top_k_rows(ref_values[:, u], TOP_EXEMPLARS)
             score, _ = path_similarity([channel_features(mine[t][rows]) for t in layers],
                                        [channel_features(ref[t][top]) for t in layers],
                                        [channel_features(ref[t][random_rows]) for t in layers])
