@@ -1,5 +1,7 @@
-"""Lenses: looking at what a network does with a given image (DeconvNet, saliency, guided backprop, DeepDream)."""
+"""Lenses: what a network does with a given image (DeconvNet, saliency, guided backprop, DeepDream)."""
 
 from jaxviz.lenses.backprop import KEEPS, RULES, layer_shape, project, projection_display
+from jaxviz.lenses.deep_dream import Dream, deep_dream, dream_objective, layer_norm, octave_sizes, roll_jitter
 
-__all__ = ["KEEPS", "RULES", "layer_shape", "project", "projection_display"]
+__all__ = ["KEEPS", "RULES", "layer_shape", "project", "projection_display", "Dream", "deep_dream",
+           "dream_objective", "layer_norm", "octave_sizes", "roll_jitter"]
