@@ -18,7 +18,7 @@ LAYERS = {
     "jaxviz.core": 0, "jaxviz.models": 0,
     "jaxviz.io": 1,
     "jaxviz.scoring": 2,
-    "jaxviz.recipes": 3,
+    "jaxviz.recipes": 3, "jaxviz.lenses": 3,
     "jaxviz.inverse_set": 4,
     "jaxviz.workflows": 5, "jaxviz.training": 5,
     "jaxviz.cli": 6, "jaxviz.__main__": 7, "jaxviz": 7,

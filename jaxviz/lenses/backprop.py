@@ -117,4 +117,19 @@ def projection_display(projection: Any, preprocessing: dict | None = None) -> np
     return img[..., ::-1] if order == "BGR" else img
 
 
-__all__ = ["RULES", "KEEPS", "layer_shape", "check_units", "kept_signal", "project", "projection_display"]
+def enlarge(image: np.ndarray, scale: int) -> np.ndarray:
+    """A display image enlarged ``scale`` times by pixel repetition (no interpolation: pixels stay visible)."""
+    return np.repeat(np.repeat(np.asarray(image), scale, axis=0), scale, axis=1)
+
+
+def side_by_side(left: np.ndarray, right: np.ndarray, scale: int = 1) -> np.ndarray:
+    """Two display images of one size side by side, enlarged ``scale`` times, one white input pixel between."""
+    left, right = np.asarray(left, np.uint8), np.asarray(right, np.uint8)
+    if left.shape != right.shape:
+        raise ValueError(f"side_by_side needs images of one shape, got {left.shape} and {right.shape}")
+    gap = np.full((left.shape[0], 1) + left.shape[2:], 255, np.uint8)
+    return enlarge(np.concatenate([left, gap, right], axis=1), scale)
+
+
+__all__ = ["RULES", "KEEPS", "layer_shape", "check_units", "kept_signal", "project", "projection_display",
+           "enlarge", "side_by_side"]
