@@ -519,7 +519,7 @@ def _run_dream(args) -> int:
     dream = lenses.deep_dream(model, x, args.layer, args.unit, octaves=args.octaves, octave_scale=args.octave_scale,
                               steps_per_octave=args.steps, lr=args.lr, jitter=args.jitter, seed=args.seed)
     picture = pp.to_display(dream.image, model.preprocessing or None)
-    images.save_png(lenses.backprop.enlarge(picture, _png_scale(args.scale, picture.shape[0])), out)
+    images.save_png(lenses.enlarge(picture, _png_scale(args.scale, picture.shape[0])), out)
     what = args.layer if args.unit is None else f"{args.layer} unit {args.unit}"
     norms = ", ".join(f"{h}x{w}: {a:.4g} -> {b:.4g}"
                       for (h, w), a, b in zip(dream.sizes, dream.norm_before, dream.norm_after))

@@ -11,6 +11,7 @@ input size sees it resized (bilinear) to that size, so a coarse octave can only 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, NamedTuple
 
 import jax
@@ -101,20 +102,28 @@ def resize(x: jax.Array, hw: tuple[int, int]) -> jax.Array:
 
 def layer_norm(model: Any, image: jax.Array, layer: str, unit: int | None = None) -> float:
     """The L2 norm of ``layer``'s activation (or of channel ``unit``) on one network-space image (1, H, W, C)."""
-    a = _forward(model.function, layer)(model.params, image)
+    image = jnp.asarray(image, jnp.float32)
+    return float(_norm_at(model.function, layer, unit, tuple(image.shape[1:3]), model.params, image))
+
+
+@functools.partial(jax.jit, static_argnames=("function", "layer", "unit", "hw"))
+def _norm_at(function, layer, unit, hw, params, z):
+    """The layer's (or unit's) L2 norm on ``z`` seen at the network's size ``hw``."""
+    a = function(params, resize(z, hw), (layer,))[layer]
     a = a if unit is None else a[..., unit]
-    return float(jnp.sqrt(jnp.sum(jnp.square(a))))
+    return jnp.sqrt(jnp.sum(jnp.square(a)))
 
 
-_FORWARDS: dict = {}
-
-
-def _forward(function, layer):
-    """The jitted ``(params, x) -> act`` of one layer, one per (network, layer)."""
-    key = (function, layer)
-    if key not in _FORWARDS:
-        _FORWARDS[key] = jax.jit(lambda p, x: function(p, x, (layer,))[layer])
-    return _FORWARDS[key]
+@functools.partial(jax.jit, static_argnames=("size",))
+def _octave_start(x, previous, previous_base, low, high, size):
+    """An octave's base (the image at its size), its start (base + the detail dreamed so far, upsampled,
+    clipped) and its pixel bounds; one program per octave instead of a dozen eager resizes."""
+    base = resize(x, size)
+    start = base + resize(previous - previous_base, size)
+    if low is None:
+        return base, start, None, None
+    lo, hi = resize(low, size), resize(high, size)
+    return base, jnp.clip(start, lo, hi), lo[0], hi[0]
 
 
 def pixel_bounds(preprocessing: dict | None, hw: tuple[int, int], channels: int) -> tuple[np.ndarray, np.ndarray]:
@@ -152,24 +161,19 @@ def deep_dream(model: Any, image: Any, layer: str, unit: int | None = None, *, o
     objective = dream_objective(layer, unit, reduce)
     low, high = pixel_bounds(model.preprocessing or None, hw, channels) if clip else (None, None)
     key = jax.random.key(seed)
-    detail = jnp.zeros((1, *sizes[0], channels), jnp.float32)
+    z = base = jnp.zeros((1, *sizes[0], channels), jnp.float32)
+    bounds = (None, None) if not clip else tuple(jnp.asarray(b)[None] for b in (low, high))
     before, after = [], []
     for k, size in enumerate(sizes):
-        base = resize(x, size)
-        start = base + resize(detail, size)
-        param = OctaveImage((*size, channels), hw)
-        operator = None
-        if clip:
-            operator = operators.clip_value(resize(jnp.asarray(low)[None], size)[0],
-                                            resize(jnp.asarray(high)[None], size)[0])
-            start = jnp.clip(start, *(resize(jnp.asarray(b)[None], size) for b in (low, high)))
-        method = Method(steps_per_octave, normalized_gradient_ascent(lr), operator=operator,
+        base, start, lo, hi = _octave_start(x, z, base, *bounds, size)
+        method = Method(steps_per_octave, normalized_gradient_ascent(lr),
+                        operator=operators.clip_value(lo, hi) if clip else None,
                         transform=roll_jitter(min(jitter, min(hw) - 1)), name="deep_dream")
-        before.append(layer_norm(model, param.render(None, start), layer, unit))
-        result = optimize(model, objective, param, key=jax.random.fold_in(key, k), method=method, z0=start)
-        after.append(layer_norm(model, param.render(None, result.z), layer, unit))
-        detail = result.z - base
-    dreamed = np.asarray(x + detail)[0] if sizes[-1] == hw else np.asarray(resize(x + detail, hw))[0]
+        param = OctaveImage((*size, channels), hw)
+        before.append(float(_norm_at(model.function, layer, unit, hw, model.params, start)))
+        z = optimize(model, objective, param, key=jax.random.fold_in(key, k), method=method, z0=start).z
+        after.append(float(_norm_at(model.function, layer, unit, hw, model.params, z)))
+    dreamed = np.asarray(z)[0]  # the last octave is the image's own size
     return Dream(dreamed, np.asarray(before, np.float32), np.asarray(after, np.float32), sizes)
 
 
