@@ -17,6 +17,8 @@ from jaxviz import cli, lenses, models
 from jaxviz.models import layers
 from jaxviz.models import preprocessing as pp
 from jaxviz.models import shipped
+from weights_convert.network.build import build_network
+from weights_convert.prototxt import parse_prototxt
 
 
 @dataclasses.dataclass(frozen=True)
@@ -192,6 +194,32 @@ def test_vmap_over_units_equals_one_unit_at_a_time():
     alone = np.concatenate([np.asarray(lenses.project(net, x, "c2", u, "guided", keep="max")) for u in range(5)])
     np.testing.assert_allclose(together, alone, rtol=1e-6, atol=1e-7)
     assert all(np.abs(t).sum() > 0 for t in together) and not np.allclose(together[0], together[1])
+
+
+PROTOTXT = """input: "x"
+input_shape { dim: 1 dim: 1 dim: 8 dim: 8 }
+layer { name: "c1" type: "Convolution" bottom: "x" top: "c1" convolution_param { num_output: 4 kernel_size: 3 pad: 1 } }
+layer { name: "r1" type: "ReLU" bottom: "c1" top: "c1" }
+layer { name: "p1" type: "Pooling" bottom: "c1" top: "p1" pooling_param { pool: MAX kernel_size: 2 stride: 2 } }
+layer { name: "c2" type: "Convolution" bottom: "p1" top: "c2" convolution_param { num_output: 5 kernel_size: 3 pad: 1 } }
+layer { name: "r2" type: "ReLU" bottom: "c2" top: "c2" }
+"""
+
+
+def test_a_prototxt_net_follows_the_rule_even_with_its_forward_pass_compiled_before():
+    proto = build_network(parse_prototxt(PROTOTXT, "lens.prototxt"))
+    params = jax.tree_util.tree_map(lambda a: 50.0 * a, proto.init(0))
+    net = TinyNet(proto.apply, params, (8, 8, 1))
+    x = jax.random.normal(jax.random.key(5), (8, 8, 1))
+    proto.apply(params, x[None], ("c2",))            # its compiled forward pass (plain ReLUs) is now cached
+    same = TinyNet(conv_pool_net, {"k1": params["c1"]["kernel"], "b1": params["c1"]["bias"],
+                                   "k2": params["c2"]["kernel"]}, (8, 8, 1))
+    got = {}
+    for rule in lenses.RULES:
+        got[rule] = np.asarray(lenses.project(net, x, "c2", [0, 3], rule))
+        np.testing.assert_allclose(got[rule], np.asarray(lenses.project(same, x, "c2", [0, 3], rule)),
+                                   rtol=1e-4, atol=1e-6 * np.abs(got[rule]).max(), err_msg=rule)
+    assert not np.allclose(got["deconvnet"], got["gradient"]) and not np.allclose(got["guided"], got["gradient"])
 
 
 def test_bad_requests_are_named(caffenet, digit):
