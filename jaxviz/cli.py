@@ -444,8 +444,13 @@ def _lens_unit(model, layer: str, unit: int | None) -> None:
 def _lens_image(args, model, layer: str, unit: int | None, strongest: bool) -> tuple[np.ndarray, str]:
     """The network-space image a lens looks at, and where it came from: --image, --digit, or the digit
     that activates the unit most."""
+    if args.image is not None and args.digit is not None:
+        raise ValueError("give --image or --digit, not both (argument --digit)")
     if args.image is not None:
-        x, resized, size = lenses.read_image(args.image, model)
+        try:
+            x, resized, size = lenses.read_image(args.image, model)
+        except ValueError as err:
+            raise ValueError(f"{err} (argument --image)") from None
         if resized:
             h, w = model.input_shape[:2]
             print(f"jaxviz {args.verb}: {args.image} is {size[0]}x{size[1]}; resized to the model's {w}x{h}",

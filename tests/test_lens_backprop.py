@@ -289,6 +289,7 @@ def test_project_defaults_to_the_digit_that_activates_the_unit_most(tmp_path, ca
     (["--unit", "-1"], "must be between 0 and"),
     (["--unit", "1", "--rule", "zeiler"], "invalid choice"),
     (["--unit", "1", "--digit", "1000"], "digit 1000 is out of range"),
+    (["--unit", "1", "--digit", "3", "--image", "x.png"], "give --image or --digit, not both"),
 ])
 def test_project_errors_are_one_line(argv, problem, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
