@@ -7,6 +7,7 @@ The layers, each importing only those below it (``docs/architecture.md``):
 - ``jaxviz.io``: atomic files, PNGs and contact sheets, the gallery;
 - ``jaxviz.scoring``: reference sets, a second opinion, the path check, flags; the scored ``visualize``;
 - ``jaxviz.recipes``: the seed papers' methods as presets, and the registry of methods by name;
+- ``jaxviz.lenses``: a given image seen through a network: DeconvNet, saliency, guided backprop, DeepDream;
 - ``jaxviz.inverse_set``: inverse-set sampling;
 - ``jaxviz.workflows``: sweeps, inverse sets over units, the demo; ``jaxviz.cli`` on top.
 
@@ -26,11 +27,12 @@ from jaxviz.scoring import Report, Visualization, visualize, visualize_batch  # 
 from jaxviz.models import Model, from_equinox, from_flax, from_function, from_nnx, load  # noqa: E402
 from jaxviz.recipes import Preset  # noqa: E402
 from jaxviz.workflows.sweep import SweepConfig, sweep  # noqa: E402
+from jaxviz import lenses  # noqa: E402
 
 __all__ = [
     "__version__", "core", "io", "models", "scoring", "recipes", "inverse_set", "workflows", "objectives", "operators",
     "penalties", "transforms", "updates", "Method", "Result", "Objective", "BoundedPixels", "GeneratorCode",
     "NormalizedNoise", "Pixels", "FourierImage", "OptimizationFailed", "optimize", "optimize_batch", "unit_keys",
     "Report", "Visualization", "visualize", "visualize_batch", "Model", "load", "from_flax", "from_nnx",
-    "from_equinox", "from_function", "Preset", "SweepConfig", "sweep",
+    "from_equinox", "from_function", "Preset", "SweepConfig", "sweep", "lenses",
 ]

@@ -1,5 +1,6 @@
 """The ``jaxviz`` command: ``demo``, ``visualize`` (one unit), ``sweep`` (a layer), ``inverse-set``,
-``exemplars`` (top real images per unit), ``dissect`` (network dissection).
+``exemplars`` (top real images per unit), ``dissect`` (network dissection), ``project`` and ``dream``
+(lenses on a given image).
 
 One argument tree: every verb is a subcommand of one parser, and every verb turns an expected failure
 (bad argument, unknown layer, missing or damaged model folder, foreign or unwritable output, a chunk size
@@ -26,6 +27,7 @@ import numpy as np
 
 from jaxviz import inverse_set, lenses
 from jaxviz.core import objectives
+from jaxviz import lenses
 from jaxviz.io import images
 from jaxviz.models import load
 from jaxviz.models.checkpoint import CheckpointError
@@ -154,6 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     verbs = parser.add_subparsers(dest="verb", required=True)
     _add_demo(verbs)
     _add_visualize(verbs)
+    _add_lenses(verbs)
     _add_sweep(verbs)
     _add_inverse_set(verbs)
     _add_exemplars(verbs)
@@ -497,6 +500,124 @@ def _run_dissect(args) -> int:
     print(f"{len(detectors)} of {len(result.units)} units of {args.layer} are detectors (IoU > "
           f"{args.iou_threshold:g}): {found}")
     print(f"table: {pathlib.Path(args.out) / 'dissection.csv'}; page: {pathlib.Path(args.out) / 'index.html'}")
+
+
+# ----- lenses: project, dream -------------------------------------------------------------------------------
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def check_png_output(path: str | os.PathLike, argument: str = "--out") -> pathlib.Path:
+    """``check_output_file``, and refuse to replace an existing file that is not a PNG (a user's data)."""
+    path = check_output_file(path, argument)
+    if path.is_file():
+        with open(path, "rb") as f:
+            if f.read(len(PNG_SIGNATURE)) != PNG_SIGNATURE:
+                raise ValueError(f"{path} exists and is not a PNG; refusing to overwrite it (argument {argument})")
+    return path
+
+
+def _png_scale(scale: int | None, height: int) -> int:
+    return scale if scale is not None else max(1, -(-224 // height))
+
+
+def _lens_unit(model, layer: str, unit: int | None) -> None:
+    """An unknown layer or a unit outside it, named before any work."""
+    width = lenses.layer_shape(model, layer)[-1]
+    if unit is not None and not unit < width:
+        raise ValueError(f"unit {unit} is out of range for layer {layer!r} ({width} units: 0..{width - 1}) "
+                         f"(argument --unit)")
+
+
+def _lens_image(args, model, layer: str, unit: int | None, strongest: bool) -> tuple[np.ndarray, str]:
+    """The network-space image a lens looks at, and where it came from: --image, --digit, or the digit
+    that activates the unit most."""
+    if args.image is not None and args.digit is not None:
+        raise ValueError("give --image or --digit, not both (argument --digit)")
+    if args.image is not None:
+        try:
+            x, resized, size = lenses.read_image(args.image, model)
+        except ValueError as err:
+            raise ValueError(f"{err} (argument --image)") from None
+        if resized:
+            h, w = model.input_shape[:2]
+            print(f"jaxviz {args.verb}: {args.image} is {size[0]}x{size[1]}; resized to the model's {w}x{h}",
+                  file=sys.stderr)
+        return x, str(args.image)
+    if args.digit is not None or not strongest:
+        index = 0 if args.digit is None else args.digit
+        return lenses.shipped_digit(model, index), f"shipped digit {index}"
+    index, x = lenses.strongest_digit(model, layer, unit)
+    return x, f"shipped digit {index} (the one activating {layer} unit {unit} most)"
+
+
+def _lens_common(p: argparse.ArgumentParser, default_layer: str) -> None:
+    p.add_argument("--layer", default=default_layer, help=f"layer (tap name, e.g. conv3, fc8; default {default_layer})")
+    p.add_argument("--image", default=None, help="image file (any size: resized to the model's input)")
+    p.add_argument("--digit", type=int_arg(0, 2 ** 31 - 1), default=None,
+                   help="index of a shipped reference digit to use instead of --image")
+    p.add_argument("--classifier", default=None, help="converted CaffeNet folder (default: embedded)")
+    p.add_argument("--scale", type=SCALE, default=None, help="PNG magnification (default: to at least 224 px)")
+
+
+def _add_lenses(verbs) -> None:
+    p = _verb(verbs, "project", _run_project, help="project one unit down to the pixels of an image (DeconvNet, "
+              "saliency or guided backprop) and write image | projection as a PNG")
+    _lens_common(p, "conv3")
+    p.add_argument("--unit", type=int_arg(0, 2 ** 31 - 1), required=True, help="unit (channel) index in the layer")
+    p.add_argument("--rule", choices=lenses.RULES, default="deconvnet",
+                   help="how a ReLU passes the signal back: deconvnet (Zeiler & Fergus 2014), gradient "
+                        "(saliency, Simonyan et al. 2014), guided (Springenberg et al. 2015); default deconvnet")
+    p.add_argument("--keep", choices=lenses.KEEPS, default="map",
+                   help="what is sent back: the unit's whole map, or only its strongest activation (default map)")
+    p.add_argument("--out", default=None, help="PNG path (default: out/project_<layer>_<unit>_<rule>.png)")
+
+    p = _verb(verbs, "dream", _run_dream, help="DeepDream: amplify what a layer (or a unit) sees in an image, "
+              "written as a PNG")
+    _lens_common(p, "conv2")
+    p.add_argument("--unit", type=int_arg(0, 2 ** 31 - 1), default=None,
+                   help="amplify only this channel (default: the whole layer)")
+    p.add_argument("--octaves", type=int_arg(1, 12), default=3, help="scales processed, 1..12 (default 3)")
+    p.add_argument("--octave-scale", type=float_arg(1.0, 4.0, low_open=True), default=1.4,
+                   help="size ratio between octaves, in (1, 4] (default 1.4)")
+    p.add_argument("--steps", type=int_arg(1, 10_000), default=10, help="steps per octave (default 10)")
+    p.add_argument("--lr", type=LEARNING_RATE, default=1.5, help="step in units of the mean |gradient|, in (0, 100] "
+                   "(default 1.5)")
+    p.add_argument("--jitter", type=int_arg(0, 1024), default=2, help="largest random roll in pixels (default 2)")
+    p.add_argument("--seed", type=SEED, default=0)
+    p.add_argument("--out", default=None, help="PNG path (default: out/dream_<layer>.png)")
+
+
+def _run_project(args) -> int:
+    out = check_png_output(args.out or f"out/project_{args.layer}_{args.unit}_{args.rule}.png")
+    model = load("caffenet", args.classifier)
+    _lens_unit(model, args.layer, args.unit)
+    x, source = _lens_image(args, model, args.layer, args.unit, strongest=True)
+    projection = np.asarray(lenses.project(model, x, args.layer, args.unit, args.rule, args.keep))[0]
+    picture = lenses.side_by_side(pp.to_display(x, model.preprocessing or None),
+                                  lenses.projection_display(projection, model.preprocessing or None),
+                                  _png_scale(args.scale, x.shape[0]))
+    images.save_png(picture, out)
+    print(f"{args.layer} unit {args.unit} ({args.rule}, keep {args.keep}) on {source}: "
+          f"projection max |value| {np.abs(projection).max():.4g}")
+    print(f"wrote {out} (image | projection)")
+    return 0
+
+
+def _run_dream(args) -> int:
+    out = check_png_output(args.out or f"out/dream_{args.layer}.png")
+    model = load("caffenet", args.classifier)
+    _lens_unit(model, args.layer, args.unit)
+    x, source = _lens_image(args, model, args.layer, args.unit, strongest=False)
+    dream = lenses.deep_dream(model, x, args.layer, args.unit, octaves=args.octaves, octave_scale=args.octave_scale,
+                              steps_per_octave=args.steps, lr=args.lr, jitter=args.jitter, seed=args.seed)
+    picture = pp.to_display(dream.image, model.preprocessing or None)
+    images.save_png(lenses.enlarge(picture, _png_scale(args.scale, picture.shape[0])), out)
+    what = args.layer if args.unit is None else f"{args.layer} unit {args.unit}"
+    norms = ", ".join(f"{h}x{w}: {a:.4g} -> {b:.4g}"
+                      for (h, w), a, b in zip(dream.sizes, dream.norm_before, dream.norm_after))
+    print(f"dreamed {what} on {source}; L2 norm per octave: {norms}")
+    print(f"wrote {out}")
     return 0
 
 

@@ -10,8 +10,8 @@ import pytest
 
 import jaxviz
 
-PACKAGES = ["jaxviz", "jaxviz.core", "jaxviz.models", "jaxviz.io", "jaxviz.recipes", "jaxviz.lenses", "jaxviz.inverse_set",
-            "jaxviz.workflows", "weights_convert"]
+PACKAGES = ["jaxviz", "jaxviz.core", "jaxviz.models", "jaxviz.io", "jaxviz.recipes", "jaxviz.lenses",
+            "jaxviz.inverse_set", "jaxviz.workflows", "weights_convert"]
 
 
 def test_entry_points_are_visible_to_dir_and_help():
