@@ -500,6 +500,7 @@ def _run_dissect(args) -> int:
     print(f"{len(detectors)} of {len(result.units)} units of {args.layer} are detectors (IoU > "
           f"{args.iou_threshold:g}): {found}")
     print(f"table: {pathlib.Path(args.out) / 'dissection.csv'}; page: {pathlib.Path(args.out) / 'index.html'}")
+    return 0
 
 
 # ----- lenses: project, dream -------------------------------------------------------------------------------
