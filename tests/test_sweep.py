@@ -250,5 +250,7 @@ def test_demo_writes_the_atlas_gallery(tmp_path):
     assert cli.main(["demo", "--out", str(tmp_path / "demo"), "--steps", "4"]) == 0
     page = (tmp_path / "demo" / "index.html").read_text()
     assert "reconstructions.png" in page and page.count('"unit":') == 20  # 10 classes x 2 methods
+    # Each class's synthetic images beside its top real digits and their DeconvNet projections.
+    assert "evidence.png" in page and (tmp_path / "demo" / "evidence.png").is_file()
     atlas = json.loads((tmp_path / "demo" / "atlas.json").read_text())
     assert {m: atlas[m]["units"] for m in ("dgn_am", "pixel")} == {"dgn_am": 10, "pixel": 10}

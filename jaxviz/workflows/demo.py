@@ -2,8 +2,9 @@
 
 Sweeps every fc8 unit with DGN-AM and with pixel AM under Yosinski et al.'s priors (``jaxviz.sweep``,
 resumable: a rerun into the same folder finishes what is missing), inverts held-out digits through the
-embedded generator, G(E(x)) (``reconstructions.png``, ``summary.json``), samples one inverse set
-(``inverse_set/``), and writes ``index.html`` that
+embedded generator, G(E(x)) (``reconstructions.png``, ``summary.json``), sets each class's synthetic
+images beside its top real digits and their DeconvNet projections (``evidence.png``), samples one
+inverse set (``inverse_set/``), and writes ``index.html`` that
 shows all of it; prints the folder. The embedded MNIST pair by default; converted CaffeNet/generator
 weights with ``--classifier DIR --generator DIR`` or ``JAXVIZ_CLASSIFIER`` / ``JAXVIZ_GENERATOR``.
 """
@@ -19,8 +20,9 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from PIL import Image
 
-from jaxviz import inverse_set
+from jaxviz import inverse_set, lenses
 from jaxviz.io import gallery, images
 from jaxviz.io.atomic import atomic_write_bytes
 from jaxviz.models import checkpoint, load, shipped
@@ -159,9 +161,53 @@ def run_atlas(out_dir: str | os.PathLike = "out/demo", classifier_dir: str | Non
     return out, {"sections": sections, "figures": figures, "real": real}
 
 
+EVIDENCE_FILE = "evidence.png"
+EVIDENCE_K = 5  # real digits (and their projections) per class
+
+
+def _unit_pictures(folder: pathlib.Path, size: int) -> dict[int, Image.Image]:
+    """Each unit's first-seed tile of a finished sweep folder, back at the network's input size."""
+    rows = [json.loads(line) for line in (folder / RESULTS).read_text().splitlines()]
+    found = {}
+    for row in rows:
+        if row.get("seed_index", 0) == 0 and row["unit"] not in found:
+            with Image.open(folder / row["image"]) as im:
+                found[row["unit"]] = im.convert("L").resize((size, size), Image.NEAREST)
+    return found
+
+
+def run_evidence_section(out: pathlib.Path, clf: Model) -> "gallery.Section":
+    """Per fc8 class: the atlas's synthetic images beside the class's top real digits and their DeconvNet
+    projections (Zeiler & Fergus), so a picture is read next to the real evidence for the same unit."""
+    digits, _ = shipped.reference_digits()
+    x = pp.to_network(digits, clf.preprocessing)
+    top = lenses.top_exemplars(clf, x, "fc8", k=EVIDENCE_K)
+    size = int(clf.input_shape[0])
+    synthetic = {m: _unit_pictures(out / m, size) for m, _ in ATLAS_METHODS}
+    rows, captions = [], []
+    for row, unit in enumerate(np.asarray(top.units)):
+        best = [int(i) for i in np.asarray(top.indices[row])]
+        maps = [np.asarray(lenses.project(clf, x[i], "fc8", [int(unit)], rule="deconvnet"))[0] for i in best]
+        rows.append([synthetic[m][int(unit)] for m, _ in ATLAS_METHODS]
+                    + [pp.to_display(x[i], clf.preprocessing) for i in best]
+                    + [lenses.projection_display(p, clf.preprocessing) for p in maps])
+        captions.append([f"{m} {unit}" for m, _ in ATLAS_METHODS]
+                        + [f"real {a:.0f}" for a in np.asarray(top.activations[row])]
+                        + ["deconv"] * len(best))
+    sheet = images.contact_sheet(rows, captions, scale=3, font_size=11,
+                                 title="fc8 classes: synthetic (DGN-AM, pixel AM) | top 5 real digits | "
+                                       "their DeconvNet projections")
+    images.save_png(sheet, out / EVIDENCE_FILE)
+    return gallery.Section("Real evidence beside the synthetic images", [], [EVIDENCE_FILE],
+                           note=f"for each class, its top {EVIDENCE_K} of the {len(digits)} held-out reference "
+                                f"digits by fc8 activation, and each one's DeconvNet projection of that unit "
+                                f"(jaxviz exemplars, jaxviz project)")
+
+
 DEMO_FORMAT = "jaxviz-demo/1"
 # What a demo folder holds; a folder with only these (written before demo manifests existed) is resumed.
-DEMO_ENTRIES = ("dgn_am", "pixel", "inverse_set", "index.html", "summary.json", "reconstructions.png", "atlas.json")
+DEMO_ENTRIES = ("dgn_am", "pixel", "inverse_set", "index.html", "summary.json", "reconstructions.png", "atlas.json",
+                EVIDENCE_FILE)
 
 
 def open_demo_folder(out_dir: str | os.PathLike, classifier_dir: str | None, generator_dir: str | None,
@@ -195,6 +241,7 @@ def run_demo(out_dir: str | os.PathLike = "out/demo", classifier_dir: str | None
         sections.append(gallery.Section(
             "Generator inversion G(E(x)) of held-out digits", [], ["reconstructions.png"],
             note=f"label kept by G(E(x)): {summary['label_agreement']:.2f}"))
+        sections.append(run_evidence_section(out, load("caffenet")))
         sections.append(run_inverse_set_section(out))
     seconds = time.perf_counter() - start
     meta = {m: f"{f['units_per_second']} runs/s (chunk {f['chunk_size']})" for m, f in atlas["figures"].items()}
@@ -213,4 +260,4 @@ def run_demo(out_dir: str | os.PathLike = "out/demo", classifier_dir: str | None
 
 
 __all__ = ["ATLAS_METHODS", "make_inversion", "reconstruction_sheet", "run_atlas", "run_demo",
-           "run_inverse_set_section", "run_reconstructions"]
+           "run_inverse_set_section", "run_reconstructions", "run_evidence_section"]
