@@ -449,10 +449,15 @@ def _add_exemplars(verbs) -> None:
     p.add_argument("--out", required=True, help="folder for the results (resumed when it holds the same job)")
 
 
-def _run_exemplars(args) -> int:
+def _layer_job(args) -> tuple:
+    """The output folder checked, the classifier loaded and the units of ``--layer`` parsed, before any work."""
     check_output_folder(args.out)
     clf = load("caffenet", args.classifier)
-    units = sweeps.parse_units(args.units, sweeps.layer_width(clf, args.layer))
+    return clf, sweeps.parse_units(args.units, sweeps.layer_width(clf, args.layer))
+
+
+def _run_exemplars(args) -> int:
+    clf, units = _layer_job(args)
     source = exemplars_job.source_for(clf, args.images, args.limit)
     run = exemplars_job.run_exemplars(clf, source, args.layer, args.out, args.k, units, args.batch_size,
                                       args.chunk_images, args.max_chunks, args.progress)
@@ -487,9 +492,7 @@ def _add_dissect(verbs) -> None:
 
 
 def _run_dissect(args) -> int:
-    check_output_folder(args.out)
-    clf = load("caffenet", args.classifier)
-    units = sweeps.parse_units(args.units, sweeps.layer_width(clf, args.layer))
+    clf, units = _layer_job(args)
     masks = (lenses.synthetic_mask_set(args.n) if args.synthetic
              else dissection_job.read_mask_folder(args.masks, clf))
     result = dissection_job.run_dissection(clf, masks, args.layer, args.out, args.quantile, args.iou_threshold,
