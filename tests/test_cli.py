@@ -24,6 +24,7 @@ def test_visualize_names_bad_units_and_layers(capsys):
     assert "unknown tap 'fc9'" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_visualize_lucid_method(tmp_path):
     out = tmp_path / "lucid.png"
     assert cli.main(["visualize", "--unit", "1", "--method", "lucid", "--steps", "4", "--out", str(out)]) in (0, 1)

@@ -203,6 +203,7 @@ def test_embedded_samples_meet_the_range_in_a_fresh_pass(pair, fc8_runs):
     assert res.lam.shape == (SMALL.k, 2) and res.mu == SMALL.mu0 * SMALL.mu_growth ** res.outer_iterations
 
 
+@pytest.mark.slow
 def test_embedded_diversity_term_matters(fc8_runs):
     # Same X0, same seeds' start: eq. (14) (no diversity term) gives near-copies (paper sec. 4.2).
     with_div, without = fc8_runs

@@ -178,6 +178,7 @@ def test_sampler_step_is_eq13(net, gen, eps3):
     np.testing.assert_allclose(np.asarray(result.z), expected, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_prior_term_gradient_is_reconstruction_error(net, gen):
     h = jnp.asarray(np.abs(np.random.default_rng(3).normal(size=(2, CODE))).astype(np.float32))
     prior = P.ppgn_prior("fc6")
@@ -189,6 +190,7 @@ def test_prior_term_gradient_is_reconstruction_error(net, gen):
     np.testing.assert_allclose(np.asarray(jax.grad(value)(h)), np.asarray(e - h), rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_exact_and_diagonal_log_softmax_gradients(net, gen):
     c = 2
     h = jnp.asarray(np.abs(np.random.default_rng(4).normal(size=(1, CODE))).astype(np.float32))

@@ -64,6 +64,7 @@ def test_reference_set_is_unseen_digits_in_the_models_space(pair):
     assert accuracy > 0.97  # the classifier's own figure on digits it never saw
 
 
+@pytest.mark.slow
 def test_dgn_am_result_carries_its_report_and_saves_a_card_aware_png(pair, tmp_path):
     clf, gen = pair
     v = recipes.dgn_am(gen, steps=20).visualize(clf, O.unit("fc8", 3), key=jax.random.key(0))
@@ -81,6 +82,7 @@ def test_dgn_am_result_carries_its_report_and_saves_a_card_aware_png(pair, tmp_p
     json.dumps(r.as_dict())  # JSON-ready
 
 
+@pytest.mark.slow
 def test_path_check_scores_a_fooling_image_below_a_natural_one(pair):
     """A few pixels driven hard can put a unit on top, but not the way real digits reach it."""
     clf, gen = pair

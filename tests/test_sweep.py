@@ -147,6 +147,7 @@ def test_refuses_a_folder_of_another_sweep(models, reference, tmp_path):
         sw.sweep(*models, REF, tmp_path / "other", progress=False)
 
 
+@pytest.mark.slow
 def test_the_objective_is_part_of_the_job(models, reference, tmp_path):
     """--objective log_softmax runs the selectivity objective; its folder is another job than auto's."""
     out, chunks = reference
