@@ -87,7 +87,7 @@ def test_python_blocks_run_and_hold_their_claims(workdir, monkeypatch, capsys):
     assert own.report.rank == 0 and own.report.judge_label is not None
     with pytest.raises(KeyError, match="the network 'SmallNet' has no tap 'fc8'; its taps are: conv, conv_relu, "
                                        "hidden, logits, output"):
-        mine(namespace["x"][:1], ("fc8",))
+        mine(np.zeros((1, 28, 28, 1), np.float32), ("fc8",))  # (later blocks rebind x)
     # The inverse-set block: as many samples as asked, every one in range.
     inverse = namespace["inverse"] if "inverse" in namespace else namespace["result_set"]
     assert inverse.status == "ok" and len(inverse.codes) == 500
