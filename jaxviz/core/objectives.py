@@ -21,6 +21,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxviz.core import directions as D, interpolation as I
+from jaxviz.core.directions import reference_activations
+
 Acts = Mapping[str, jax.Array]
 Position = str | tuple[int, int]  # "center", "mean", or (row, col)
 
@@ -217,6 +220,68 @@ def diversity(layer: str) -> Objective:
     return Objective(fn, frozenset({layer}), f"diversity({layer})")
 
 
+# ----- directions and caricatures (the math: core/directions.py) -------------------------------------
+
+def direction(layer: str, vector: Any = None, position: Position = "mean") -> Objective:
+    """Dot product of a layer's activation (at ``position``, or averaged over space) with ``vector``.
+
+    ``"mean"`` is Lucid's ``direction`` (the mean over positions of the dot product is the dot product with
+    the mean), ``"center"`` or ``(r, c)`` its ``direction_neuron``; ``vector=None`` reads it from the target.
+    """
+    def fn(acts: Acts, target: Any) -> jax.Array:
+        values = unit_values(acts, layer, position)
+        v = D.check_vector(target if vector is None else vector, values.shape[-1], layer)
+        return D.dot(values, v).sum()
+    return Objective(fn, frozenset({layer}), f"direction({layer})")
+
+
+def direction_cosine(layer: str, vector: Any = None, power: float = 1.0, position: Position = "mean",
+                     floor: float = D.COSINE_FLOOR) -> Objective:
+    """``dot(a, v) * max(cos(a, v), floor) ** power`` (Lucid #116, Horama, Xplique); power 0 is ``direction``."""
+    def fn(acts: Acts, target: Any) -> jax.Array:
+        values = unit_values(acts, layer, position)
+        v = D.check_vector(target if vector is None else vector, values.shape[-1], layer)
+        return D.dot_cosine(values, v, power, floor).sum()
+    return Objective(fn, frozenset({layer}), f"direction_cosine({layer}, {power})")
+
+
+def caricature(layer: str, reference: jax.Array | None = None, power: float = 1.0,
+               floor: float = D.COSINE_FLOOR) -> Objective:
+    """Lucid's caricature (issue #121): dot times cosine^power with a real image's whole-layer activations.
+
+    ``reference`` is the real image's activations at ``layer`` with their batch axis (one for every image,
+    or one per image; ``directions.reference_activations`` computes them once); ``None`` reads the target,
+    so one compiled program caricatures many images.
+    """
+    def fn(acts: Acts, target: Any) -> jax.Array:
+        a = acts[layer]
+        ref = D.check_reference(target if reference is None else reference, a, layer)
+        return D.dot_cosine(D.flatten(a), D.flatten(ref), power, floor).sum()
+    return Objective(fn, frozenset({layer}), f"caricature({layer}, {power})")
+
+
+# ----- interpolation across a run's images (the math: core/interpolation.py) --------------------------
+
+def channel_interpolate(layer: str, unit_a: int, unit_b: int, position: Position = "mean") -> Objective:
+    """Lucid's ``channel_interpolate``: image i of a run's n maximizes ``(1 - t_i) a + t_i b``, t_i = i/(n-1).
+
+    A batch objective like ``diversity``: the images of one run (``Method.images_per_run``) are the steps
+    of the interpolation; add ``alignment`` so neighbours stay alike.
+    """
+    def fn(acts: Acts, target: Any) -> jax.Array:
+        values = unit_values(acts, layer, position)
+        a, b = (_pick(values, u, layer) for u in (unit_a, unit_b))
+        return I.interpolate(a, b).sum()
+    return Objective(fn, frozenset({layer}), f"channel_interpolate({layer}, {unit_a}, {unit_b})")
+
+
+def alignment(layer: str, decay_ratio: float = 2.0, max_distance: int = I.MAX_DISTANCE) -> Objective:
+    """Lucid's ``alignment``: minus the mean squared distance of images d apart in the batch, weighted 1/ratio^d."""
+    def fn(acts: Acts, target: Any) -> jax.Array:
+        return -I.neighbour_penalty(acts[layer], decay_ratio, max_distance)
+    return Objective(fn, frozenset({layer}), f"alignment({layer}, {decay_ratio})")
+
+
 KINDS = ("unit", "channel", "softmax", "log_softmax")
 
 
@@ -258,4 +323,5 @@ def rank_in_layer(acts: Acts, layer: str, index: Any, position: Position = "mean
 
 __all__ = ["Acts", "Position", "IMAGE", "CODE", "PSEUDO_TAPS", "KINDS", "Objective", "unit_values", "require_image",
            "check_unit", "unit", "channel", "softmax", "log_softmax", "weighted_units", "feature_inversion",
-           "deepdream", "diversity", "parse", "parse_position", "rank_in_layer"]
+           "deepdream", "diversity", "direction", "direction_cosine", "caricature",
+           "channel_interpolate", "alignment", "reference_activations", "parse", "parse_position", "rank_in_layer"]
