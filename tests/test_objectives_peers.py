@@ -151,7 +151,7 @@ def test_alignment_is_the_neighbour_distance_penalty(n):
 
 
 def test_alignment_composes_with_interpolation_and_pulls_neighbours_together():
-    objective = O.channel_interpolate("lin", 0, 4) + 10.0 * O.alignment("lin")
+    objective = O.channel_interpolate("lin", 0, 4) + 1.0 * O.alignment("lin")
     apart = ascend(NET, O.channel_interpolate("lin", 0, 4), n=4)
     aligned = ascend(NET, objective, n=4)
     gap = lambda r: np.abs(np.diff(np.asarray(r.image).reshape(4, -1) @ W_A, axis=0)).sum()

@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxviz.core import directions as D, interpolation as I
+from jaxviz.core import directions, interpolation
 from jaxviz.core.directions import reference_activations
 
 Acts = Mapping[str, jax.Array]
@@ -230,23 +230,23 @@ def direction(layer: str, vector: Any = None, position: Position = "mean") -> Ob
     """
     def fn(acts: Acts, target: Any) -> jax.Array:
         values = unit_values(acts, layer, position)
-        v = D.check_vector(target if vector is None else vector, values.shape[-1], layer)
-        return D.dot(values, v).sum()
+        v = directions.check_vector(target if vector is None else vector, values.shape[-1], layer)
+        return directions.dot(values, v).sum()
     return Objective(fn, frozenset({layer}), f"direction({layer})")
 
 
 def direction_cosine(layer: str, vector: Any = None, power: float = 1.0, position: Position = "mean",
-                     floor: float = D.COSINE_FLOOR) -> Objective:
+                     floor: float = directions.COSINE_FLOOR) -> Objective:
     """``dot(a, v) * max(cos(a, v), floor) ** power`` (Lucid #116, Horama, Xplique); power 0 is ``direction``."""
     def fn(acts: Acts, target: Any) -> jax.Array:
         values = unit_values(acts, layer, position)
-        v = D.check_vector(target if vector is None else vector, values.shape[-1], layer)
-        return D.dot_cosine(values, v, power, floor).sum()
+        v = directions.check_vector(target if vector is None else vector, values.shape[-1], layer)
+        return directions.dot_cosine(values, v, power, floor).sum()
     return Objective(fn, frozenset({layer}), f"direction_cosine({layer}, {power})")
 
 
 def caricature(layer: str, reference: jax.Array | None = None, power: float = 1.0,
-               floor: float = D.COSINE_FLOOR) -> Objective:
+               floor: float = directions.COSINE_FLOOR) -> Objective:
     """Lucid's caricature (issue #121): dot times cosine^power with a real image's whole-layer activations.
 
     ``reference`` is the real image's activations at ``layer`` with their batch axis (one for every image,
@@ -255,8 +255,8 @@ def caricature(layer: str, reference: jax.Array | None = None, power: float = 1.
     """
     def fn(acts: Acts, target: Any) -> jax.Array:
         a = acts[layer]
-        ref = D.check_reference(target if reference is None else reference, a, layer)
-        return D.dot_cosine(D.flatten(a), D.flatten(ref), power, floor).sum()
+        ref = directions.check_reference(target if reference is None else reference, a, layer)
+        return directions.dot_cosine(directions.flatten(a), directions.flatten(ref), power, floor).sum()
     return Objective(fn, frozenset({layer}), f"caricature({layer}, {power})")
 
 
@@ -271,14 +271,14 @@ def channel_interpolate(layer: str, unit_a: int, unit_b: int, position: Position
     def fn(acts: Acts, target: Any) -> jax.Array:
         values = unit_values(acts, layer, position)
         a, b = (_pick(values, u, layer) for u in (unit_a, unit_b))
-        return I.interpolate(a, b).sum()
+        return interpolation.interpolate(a, b).sum()
     return Objective(fn, frozenset({layer}), f"channel_interpolate({layer}, {unit_a}, {unit_b})")
 
 
-def alignment(layer: str, decay_ratio: float = 2.0, max_distance: int = I.MAX_DISTANCE) -> Objective:
+def alignment(layer: str, decay_ratio: float = 2.0, max_distance: int = interpolation.MAX_DISTANCE) -> Objective:
     """Lucid's ``alignment``: minus the mean squared distance of images d apart in the batch, weighted 1/ratio^d."""
     def fn(acts: Acts, target: Any) -> jax.Array:
-        return -I.neighbour_penalty(acts[layer], decay_ratio, max_distance)
+        return -interpolation.neighbour_penalty(acts[layer], decay_ratio, max_distance)
     return Objective(fn, frozenset({layer}), f"alignment({layer}, {decay_ratio})")
 
 
