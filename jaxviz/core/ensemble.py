@@ -23,7 +23,7 @@ def split_tap(tap: str, names: Sequence[str]) -> tuple[str, str]:
     name, sep, inner = tap.partition(SEPARATOR)
     if not sep or name not in names or not inner:
         raise ValueError(f"the ensemble has no tap {tap!r}: its taps are MEMBER/TAP with MEMBER one of "
-                       f"{', '.join(names)} (e.g. {names[0]!r}/fc8)")
+                       f"{', '.join(names)} (e.g. '{names[0]}/fc8')")
     return name, inner
 
 

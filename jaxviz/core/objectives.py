@@ -6,7 +6,7 @@ image fed to the network, before robustness transforms) and ``"code"`` (the gene
 image is ``G(code)``). Arrays carry the batch of images of one run as their first axis; objectives sum
 over it, so each image's gradient is its own.
 
-``target`` is the run-time argument of an optimization: a unit index, or reference features. An
+``target`` is the run-time argument of an optimization: a unit index, a direction, or reference features. An
 objective built with ``index=None`` reads its unit from ``target``, so one compiled program serves every
 unit of a layer (``jax.vmap`` over targets); a fixed ``index`` bakes the unit in. Combining objectives is
 Lucid's algebra: ``unit("fc8", 3) - 0.5 * unit("fc8", 5) - 1e-3 * priors.l2()``.
