@@ -88,7 +88,7 @@ def test_direction_cosine_power_zero_is_direction_and_matches_numpy():
 def test_direction_cosine_gradient_matches_finite_differences():
     v = rng.normal(size=WIDTH).astype(np.float32)
     acts = jnp.asarray(v + 0.5 * rng.normal(size=(3, WIDTH)), jnp.float32)  # cosines well above the floor
-    f = lambda a: O.direction_cosine("fc", v, 2.0)({"fc": a})
+    f = jax.jit(lambda a: O.direction_cosine("fc", v, 2.0)({"fc": a}))
     grad = jax.grad(f)(acts)
     h = 1e-2
     for _ in range(3):
@@ -152,10 +152,11 @@ def test_alignment_is_the_neighbour_distance_penalty(n):
 
 def test_alignment_composes_with_interpolation_and_pulls_neighbours_together():
     objective = O.channel_interpolate("lin", 0, 4) + 1.0 * O.alignment("lin")
-    apart = ascend(NET, O.channel_interpolate("lin", 0, 4), n=4)
-    aligned = ascend(NET, objective, n=4)
-    gap = lambda r: np.abs(np.diff(np.asarray(r.image).reshape(4, -1) @ W_A, axis=0)).sum()
-    assert gap(aligned) < gap(apart)
+    aligned = np.asarray(ascend(NET, objective, n=4).image).reshape(4, -1)
+    t = np.arange(4)[:, None] / 3
+    apart = 4 * 0.1 * ((1 - t) * W_A[:, 0] + t * W_A[:, 4])  # interpolation alone, in closed form
+    gap = lambda images: np.abs(np.diff(images @ W_A, axis=0)).sum()
+    assert gap(aligned) < 0.9 * gap(apart)
 
 
 # ----- caricature -----------------------------------------------------------------------------------
@@ -176,6 +177,7 @@ def caffenet() -> jaxviz.Model:
     return jaxviz.load("caffenet")
 
 
+@pytest.mark.slow  # about 15 s on a 2-core CPU: ten steps through the embedded CaffeNet
 def test_caricature_raises_the_cosine_with_a_real_digit(caffenet):
     digit = preprocessing.to_network(shipped.reference_digits()[0][:1], caffenet.preprocessing)
     reference = O.reference_activations(caffenet, digit, "conv3")
@@ -190,7 +192,8 @@ def test_caricature_raises_the_cosine_with_a_real_digit(caffenet):
 
 # ----- ensembles -----------------------------------------------------------------------------------
 
-def test_ensemble_unit_equals_the_member_alone(caffenet):
+@pytest.mark.slow  # the embedded CaffeNet twice, unjitted
+def test_ensemble_unit_equals_the_embedded_member_alone(caffenet):
     digits = jnp.asarray(preprocessing.to_network(shipped.reference_digits()[0][:3], caffenet.preprocessing))
     both = Ensemble({"a": caffenet, "b": caffenet})
     alone = O.unit("fc8", 3)(caffenet.function(caffenet.params, digits, ("fc8",)))
@@ -205,15 +208,17 @@ def test_ensemble_sum_optimizes_both_members():
     image = np.asarray(result.image).reshape(1, -1)
     np.testing.assert_allclose(image[0], 4 * 0.1 * (W_A[:, 3] + W_B[:, 3]), rtol=1e-4, atol=1e-5)
     assert (image @ W_A)[0, 3] > 0 and (image @ W_B)[0, 3] > 0
-    # one member's objective on the ensemble is that member's own run
-    alone, via = ascend(NET, O.unit("lin", 3)), ascend(both, O.unit("a/lin", 3))
-    np.testing.assert_allclose(np.asarray(via.image), np.asarray(alone.image), rtol=1e-6)
-    assert float(via.final_activation[0]) == pytest.approx(float(alone.final_activation[0]))
+    # one member's objective on the ensemble is that member's own objective
+    x = jnp.asarray(rng.normal(size=(2, *SHAPE)), jnp.float32)
+    alone = O.unit("lin", 3)(NET.function(NET.params, x, ("lin",)))
+    assert float(O.unit("a/lin", 3)(both.function(both.params, x, ("a/lin",)))) == float(alone)
+    assert set(both.function(both.params, x, ("b/lin",))) == {"b/lin"}  # only the members asked for run
 
 
-def test_ensemble_refuses_different_input_shapes_and_unknown_taps(caffenet):
+def test_ensemble_refuses_different_input_shapes_and_unknown_taps():
+    big = from_function(lambda p, x: {"lin": x.reshape(x.shape[0], -1) @ p}, jnp.ones((784, 2)), (28, 28, 1))
     with pytest.raises(ValueError, match=r"'toy' takes \(4, 4, 1\).*'big' takes \(28, 28, 1\)"):
-        Ensemble({"toy": NET, "big": caffenet})
+        Ensemble({"toy": NET, "big": big})
     both = Ensemble({"a": NET, "b": NET})
     with pytest.raises(ValueError, match="no tap 'c/lin'.*a, b"):
         both.function(both.params, jnp.zeros((1, *SHAPE)), ("c/lin",))
