@@ -187,7 +187,7 @@ def test_caricature_raises_the_cosine_with_a_real_digit(caffenet):
     cosine_with = lambda x: float(D.cosine(D.flatten(O.reference_activations(caffenet, x, "conv3")),
                                            D.flatten(reference))[0])
     before, after = cosine_with(start), cosine_with(result.image)
-    assert after > before + 0.05, (before, after)
+    assert after > before + 0.2, (before, after)  # about 0.3 -> 0.8 in ten steps
 
 
 # ----- ensembles -----------------------------------------------------------------------------------
