@@ -20,6 +20,7 @@ from jaxviz import core, io, models, scoring, recipes, inverse_set, workflows  #
 from jaxviz.core import objectives, operators, penalties, transforms, updates  # noqa: E402
 from jaxviz.core.loop import Method, Result  # noqa: E402
 from jaxviz.core.objectives import Objective  # noqa: E402
+from jaxviz.core.ensemble import Ensemble  # noqa: E402
 from jaxviz.core.params import BoundedPixels, GeneratorCode, NormalizedNoise, Pixels  # noqa: E402
 from jaxviz.core.fourier import FourierImage  # noqa: E402
 from jaxviz.core.run import OptimizationFailed, optimize, optimize_batch, unit_keys  # noqa: E402
@@ -31,7 +32,8 @@ from jaxviz import lenses  # noqa: E402
 
 __all__ = [
     "__version__", "core", "io", "models", "scoring", "recipes", "inverse_set", "workflows", "objectives", "operators",
-    "penalties", "transforms", "updates", "Method", "Result", "Objective", "BoundedPixels", "GeneratorCode",
+    "penalties", "transforms", "updates", "Method", "Result", "Objective", "Ensemble", "BoundedPixels",
+    "GeneratorCode",
     "NormalizedNoise", "Pixels", "FourierImage", "OptimizationFailed", "optimize", "optimize_batch", "unit_keys",
     "Report", "Visualization", "visualize", "visualize_batch", "Model", "load", "from_flax", "from_nnx",
     "from_equinox", "from_function", "Preset", "SweepConfig", "sweep", "lenses",

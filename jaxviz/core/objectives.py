@@ -6,7 +6,7 @@ image fed to the network, before robustness transforms) and ``"code"`` (the gene
 image is ``G(code)``). Arrays carry the batch of images of one run as their first axis; objectives sum
 over it, so each image's gradient is its own.
 
-``target`` is the run-time argument of an optimization: a unit index, or reference features. An
+``target`` is the run-time argument of an optimization: a unit index, a direction, or reference features. An
 objective built with ``index=None`` reads its unit from ``target``, so one compiled program serves every
 unit of a layer (``jax.vmap`` over targets); a fixed ``index`` bakes the unit in. Combining objectives is
 Lucid's algebra: ``unit("fc8", 3) - 0.5 * unit("fc8", 5) - 1e-3 * priors.l2()``.
@@ -20,6 +20,9 @@ from typing import Any, Callable, Mapping, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from jaxviz.core import directions, interpolation
+from jaxviz.core.directions import reference_activations
 
 Acts = Mapping[str, jax.Array]
 Position = str | tuple[int, int]  # "center", "mean", or (row, col)
@@ -217,6 +220,68 @@ def diversity(layer: str) -> Objective:
     return Objective(fn, frozenset({layer}), f"diversity({layer})")
 
 
+# ----- directions and caricatures (the math: core/directions.py) -------------------------------------
+
+def direction(layer: str, vector: Any = None, position: Position = "mean") -> Objective:
+    """Dot product of a layer's activation (at ``position``, or averaged over space) with ``vector``.
+
+    ``"mean"`` is Lucid's ``direction`` (the mean over positions of the dot product is the dot product with
+    the mean), ``"center"`` or ``(r, c)`` its ``direction_neuron``; ``vector=None`` reads it from the target.
+    """
+    def fn(acts: Acts, target: Any) -> jax.Array:
+        values = unit_values(acts, layer, position)
+        v = directions.check_vector(target if vector is None else vector, values.shape[-1], layer)
+        return directions.dot(values, v).sum()
+    return Objective(fn, frozenset({layer}), f"direction({layer})")
+
+
+def direction_cosine(layer: str, vector: Any = None, power: float = 1.0, position: Position = "mean",
+                     floor: float = directions.COSINE_FLOOR) -> Objective:
+    """``dot(a, v) * max(cos(a, v), floor) ** power`` (Lucid #116, Horama, Xplique); power 0 is ``direction``."""
+    def fn(acts: Acts, target: Any) -> jax.Array:
+        values = unit_values(acts, layer, position)
+        v = directions.check_vector(target if vector is None else vector, values.shape[-1], layer)
+        return directions.dot_cosine(values, v, power, floor).sum()
+    return Objective(fn, frozenset({layer}), f"direction_cosine({layer}, {power})")
+
+
+def caricature(layer: str, reference: jax.Array | None = None, power: float = 1.0,
+               floor: float = directions.COSINE_FLOOR) -> Objective:
+    """Lucid's caricature (issue #121): dot times cosine^power with a real image's whole-layer activations.
+
+    ``reference`` is the real image's activations at ``layer`` with their batch axis (one for every image,
+    or one per image; ``directions.reference_activations`` computes them once); ``None`` reads the target,
+    so one compiled program caricatures many images.
+    """
+    def fn(acts: Acts, target: Any) -> jax.Array:
+        a = acts[layer]
+        ref = directions.check_reference(target if reference is None else reference, a, layer)
+        return directions.dot_cosine(directions.flatten(a), directions.flatten(ref), power, floor).sum()
+    return Objective(fn, frozenset({layer}), f"caricature({layer}, {power})")
+
+
+# ----- interpolation across a run's images (the math: core/interpolation.py) --------------------------
+
+def channel_interpolate(layer: str, unit_a: int, unit_b: int, position: Position = "mean") -> Objective:
+    """Lucid's ``channel_interpolate``: image i of a run's n maximizes ``(1 - t_i) a + t_i b``, t_i = i/(n-1).
+
+    A batch objective like ``diversity``: the images of one run (``Method.images_per_run``) are the steps
+    of the interpolation; add ``alignment`` so neighbours stay alike.
+    """
+    def fn(acts: Acts, target: Any) -> jax.Array:
+        values = unit_values(acts, layer, position)
+        a, b = (_pick(values, u, layer) for u in (unit_a, unit_b))
+        return interpolation.interpolate(a, b).sum()
+    return Objective(fn, frozenset({layer}), f"channel_interpolate({layer}, {unit_a}, {unit_b})")
+
+
+def alignment(layer: str, decay_ratio: float = 2.0, max_distance: int = interpolation.MAX_DISTANCE) -> Objective:
+    """Lucid's ``alignment``: minus the mean squared distance of images d apart in the batch, weighted 1/ratio^d."""
+    def fn(acts: Acts, target: Any) -> jax.Array:
+        return -interpolation.neighbour_penalty(acts[layer], decay_ratio, max_distance)
+    return Objective(fn, frozenset({layer}), f"alignment({layer}, {decay_ratio})")
+
+
 KINDS = ("unit", "channel", "softmax", "log_softmax")
 
 
@@ -258,4 +323,5 @@ def rank_in_layer(acts: Acts, layer: str, index: Any, position: Position = "mean
 
 __all__ = ["Acts", "Position", "IMAGE", "CODE", "PSEUDO_TAPS", "KINDS", "Objective", "unit_values", "require_image",
            "check_unit", "unit", "channel", "softmax", "log_softmax", "weighted_units", "feature_inversion",
-           "deepdream", "diversity", "parse", "parse_position", "rank_in_layer"]
+           "deepdream", "diversity", "direction", "direction_cosine", "caricature",
+           "channel_interpolate", "alignment", "reference_activations", "parse", "parse_position", "rank_in_layer"]
