@@ -4,9 +4,11 @@ Two parts. ``SeededFourier`` is a ``FourierImage`` whose variable starts at the 
 (``fourier_inverse`` inverts ``FourierImage.render`` exactly, up to a small margin that keeps the sigmoid's
 inverse finite), so the run begins at the seed rather than at noise. ``proximity`` is the term that keeps
 the result near the seed, to subtract from the objective: the squared Euclidean distance to a reference,
-averaged over the tap's values (``mean((a - a_seed)^2)``) and summed over the batch. faccent measures it
-in an intermediate layer's activations of the seed; with ``tap="image"`` it is the distance of the images
-themselves in the network's input space.
+averaged over the tap's values (``mean((a - a_seed)^2)``) and summed over the batch. faccent measures
+closeness in an intermediate layer's activations of the seed (its ``l2_compare``: the Euclidean norm over
+channels of the difference, averaged over positions, not squared); the square here is smooth at the seed,
+where the norm's gradient is undefined. With ``tap="image"`` it is the distance of the images themselves
+in the network's input space.
 """
 
 from __future__ import annotations

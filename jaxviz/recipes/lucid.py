@@ -84,7 +84,7 @@ def lucid(image_shape: Sequence[int], preprocessing: dict | None = None, steps: 
 
 def cppn(image_shape: Sequence[int], preprocessing: dict | None = None, steps: int = 512, lr: float = 0.005,
          robust: bool = True) -> Preset:
-    """Lucid's CPPN image with Adam (lr 0.005, the rate of Lucid's CPPN notebook) and the standard
+    """Lucid's CPPN image with Adam (lr 0.005, the rate of Lucent's CPPN example) and the standard
     transforms; the first image is flat at the card's mean colour."""
     h, w = int(image_shape[0]), int(image_shape[1])
     method = Method(steps, optax.adam(lr), transform=T.standard_transforms() if robust else None, name="cppn")
