@@ -44,11 +44,11 @@ class CPPN:
     height: int
     width: int
     channels: int = 3
-    hidden: int = 24
-    layers: int = 8
+    hidden: int = 24                        # units per hidden layer (each activation doubles them)
+    layers: int = 8                         # hidden layers; one more dense layer gives the channels
     mean: tuple[float, ...] | None = None   # subtracted in the network's channel order (None: zero)
-    pixel_scale: float = 255.0
-    bgr: bool = True
+    pixel_scale: float = 255.0              # colours in [0, 1] times this (the card's pixel scale)
+    bgr: bool = True                        # 3 channels: flip RGB to the network's BGR order
     offset: tuple[float, ...] = (0.0,)      # before the sigmoid: the first (flat) image is sigmoid(offset)
     is_code: bool = False
 

@@ -71,13 +71,13 @@ class MacoImage:
     width: int
     channels: int
     magnitude: tuple[float, ...]   # C * H * W values of the fixed amplitude spectrum, row-major
-    sd: float = 1.0
-    mean: tuple[float, ...] | None = None
-    pixel_scale: float = 255.0
-    bgr: bool = True
-    offset: tuple[float, ...] = (0.0,)
-    decorrelate: bool = True
-    colour_matrix: tuple[float, ...] | None = None
+    sd: float = 1.0                         # the starting phase's standard deviation (radians)
+    mean: tuple[float, ...] | None = None   # subtracted in the network's channel order (None: zero)
+    pixel_scale: float = 255.0              # colours in [0, 1] times this
+    bgr: bool = True                        # 3 channels: flip RGB to the network's BGR order
+    offset: tuple[float, ...] = (0.0,)      # before the sigmoid: the background colour is sigmoid(offset)
+    decorrelate: bool = True                # map the standardized image through the colour matrix
+    colour_matrix: tuple[float, ...] | None = None  # C x C, row-major; None: Lucid's (3 ch.) or identity
     is_code: bool = False
 
     def __post_init__(self) -> None:

@@ -29,11 +29,11 @@ class PyramidImage:
     channels: int
     levels: tuple[tuple[int, int], ...]     # each level's (height, width), finest first
     sd: float = 0.01                        # Lucid's lowres_tensor default start
-    mean: tuple[float, ...] | None = None
-    pixel_scale: float = 255.0
-    bgr: bool = True
-    offset: tuple[float, ...] = (0.0,)
-    decorrelate: bool = True
+    mean: tuple[float, ...] | None = None   # subtracted in the network's channel order (None: zero)
+    pixel_scale: float = 255.0              # colours in [0, 1] times this
+    bgr: bool = True                        # 3 channels: flip RGB to the network's BGR order
+    offset: tuple[float, ...] = (0.0,)      # before the sigmoid: the start colour is sigmoid(offset)
+    decorrelate: bool = True                # map the sum through the colour matrix
     colour_matrix: tuple[float, ...] | None = None  # C x C, row-major; None: Lucid's (3 ch.) or identity
     is_code: bool = False
 
