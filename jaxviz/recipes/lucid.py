@@ -35,9 +35,7 @@ def card_fields(height: int, width: int, preprocessing: dict[str, Any] | None = 
 
 
 def _with_card(height: int, width: int, preprocessing: dict[str, Any] | None, kwargs: dict[str, Any]) -> dict:
-    fields = card_fields(height, width, preprocessing)
-    fields["offset"] = kwargs.pop("offset", fields["offset"])
-    return {**fields, **kwargs}
+    return {**card_fields(height, width, preprocessing), **kwargs}  # what the caller gives wins
 
 
 def fourier_image_for(height: int, width: int, preprocessing: dict[str, Any] | None = None,

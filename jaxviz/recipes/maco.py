@@ -44,9 +44,7 @@ def maco_image_for(height: int, width: int, preprocessing: dict[str, Any] | None
     the decorrelated colour basis the image is rendered from. Give neither for a gray 28x28 card: the
     shipped digits' spectrum (``digits_spectrum``).
     """
-    fields = card_fields(height, width, preprocessing)
-    fields["offset"] = kwargs.pop("offset", fields["offset"])
-    fields.update(kwargs)
+    fields = {**card_fields(height, width, preprocessing), **kwargs}
     channels = fields.pop("channels")
     if magnitude is None:
         if images is None:
