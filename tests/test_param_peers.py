@@ -37,7 +37,7 @@ def parameterizations() -> dict[str, object]:
     digit = to_network(shipped.reference_digits()[0][:1], CARD)[0]
     return {
         "maco": recipes.maco_image_for(28, 28, CARD),
-        "cppn": recipes.cppn_for(28, 28, CARD),
+        "cppn": recipes.cppn_for(28, 28, CARD, hidden=8, layers=3),  # smaller than Lucid's: quicker to compile
         "pyramid": recipes.pyramid_for(28, 28, CARD, sd=1.0),
         "lowres": recipes.lowres_for(28, 28, 7, 7, CARD, sd=1.0),
         "seeded": SeededFourier(recipes.fourier_image_for(28, 28, CARD), tuple(digit.ravel().tolist()), 0.5),
@@ -69,15 +69,16 @@ class TinyNet:
 
 # ----- range ----------------------------------------------------------------------------------------
 
-def test_every_parameterization_renders_in_the_cards_range():
-    for name, param in parameterizations().items():
-        render = jax.jit(lambda v, p=param: p.render(None, v))
-        for seed in range(3):
-            key = jax.random.key(seed)
-            image = np.asarray(render(noisy(param, param.init(key, 3), jax.random.fold_in(key, 1))))
-            assert image.shape == (3, 28, 28, 1), name
-            assert np.all(np.isfinite(image)) and image.min() >= LOW and image.max() <= HIGH, (name, seed)
-            assert image.std() > 1.0, f"{name} renders a flat image from a random variable"
+@pytest.mark.parametrize("name", ["maco", "cppn", "pyramid", "lowres", "seeded"])
+def test_every_parameterization_renders_in_the_cards_range(name):
+    param = parameterizations()[name]
+    render = jax.jit(lambda v: param.render(None, v))
+    for seed in range(3):
+        key = jax.random.key(seed)
+        image = np.asarray(render(noisy(param, param.init(key, 3), jax.random.fold_in(key, 1))))
+        assert image.shape == (3, 28, 28, 1)
+        assert np.all(np.isfinite(image)) and image.min() >= LOW and image.max() <= HIGH, seed
+        assert image.std() > 1.0, f"{name} renders a flat image from a random variable"
 
 
 # ----- MACO -------------------------------------------------------------------------------------------
@@ -105,7 +106,7 @@ def check_magnitude_fixed(network, steps: int) -> None:
 
 
 def test_maco_magnitude_is_fixed_at_every_step():
-    check_magnitude_fixed(TinyNet(), 5)
+    check_magnitude_fixed(TinyNet(), 3)
 
 
 @pytest.mark.slow
@@ -124,8 +125,8 @@ def test_maco_spectrum_from_images_in_the_decorrelated_basis():
 
 def test_maco_transparency_of_a_linear_network_is_steps_times_its_weights():
     param = recipes.maco_image_for(28, 28, CARD)
-    result, heat = transparency(TinyNet(), O.unit("fc8", 3), param, Method(4, optax.nadam(1.0)), jax.random.key(0))
-    expected = 4 * np.abs(np.asarray(TinyNet.params)[:, 3]).reshape(1, 28, 28, 1)
+    result, heat = transparency(TinyNet(), O.unit("fc8", 3), param, Method(2, optax.nadam(1.0)), jax.random.key(0))
+    expected = 2 * np.abs(np.asarray(TinyNet.params)[:, 3]).reshape(1, 28, 28, 1)
     np.testing.assert_allclose(heat, expected, rtol=1e-5)
     assert result.z.shape == (1, 1, 28, 28)
 
@@ -153,7 +154,7 @@ def test_maco_transparency_run_is_optimizes_run(net):
 # ----- CPPN -------------------------------------------------------------------------------------------
 
 def test_cppn_with_zero_output_weights_is_a_constant_image():
-    param = recipes.cppn_for(20, 24, CARD)
+    param = recipes.cppn_for(20, 24, CARD, hidden=8, layers=2)
     z = param.init(jax.random.key(3), 2)                       # Lucid's start: the output layer is zero
     i, o = param.shapes()[-1][0]
     z = z.at[:, -o:].set(0.7)                                  # an output bias, weights still zero
@@ -163,7 +164,7 @@ def test_cppn_with_zero_output_weights_is_a_constant_image():
     assert float(np.abs(np.asarray(z[:, : -(i * o + o)])).max()) > 0  # the hidden layers were not zero
 
 
-@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("seed", [0])
 def test_cppn_is_lipschitz_in_the_coordinates(seed):
     param = CPPN(32, 32, channels=3, hidden=8, layers=3)
     z = jax.random.normal(jax.random.key(seed), (1, param.num_params))
