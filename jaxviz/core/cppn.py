@@ -8,7 +8,7 @@ space like ``FourierImage``'s. The image is a smooth function of the coordinates
 Lipschitz constant is bounded by the product of the layers' spectral norms (``lipschitz_bound``).
 
 As in Lucid the hidden weights start at ``N(0, 1 / fan_in)``, biases at 0 and the output layer at 0 (the
-first image is flat: ``sigmoid(offset)``). All weights of one image are one flat vector, so ``z`` has shape
+first image is flat: ``sigmoid(offset)``) unless ``output_std`` is positive. All weights of one image are one flat vector, so ``z`` has shape
 (n, ``num_params``).
 """
 
@@ -50,6 +50,7 @@ class CPPN:
     pixel_scale: float = 255.0              # colours in [0, 1] times this (the card's pixel scale)
     bgr: bool = True                        # 3 channels: flip RGB to the network's BGR order
     offset: tuple[float, ...] = (0.0,)      # before the sigmoid: the first (flat) image is sigmoid(offset)
+    output_std: float = 0.0                 # output weights start at N(0, output_std^2 / fan_in); Lucid: 0
     is_code: bool = False
 
     def __post_init__(self) -> None:
@@ -78,14 +79,16 @@ class CPPN:
         return out
 
     def init(self, key: jax.Array, n: int) -> jax.Array:
-        """``n`` starting weight vectors: hidden weights ``N(0, 1/fan_in)``, biases and output layer 0."""
-        keys = jax.random.split(key, self.layers)
+        """``n`` starting weight vectors: hidden weights ``N(0, 1/fan_in)``, output weights
+        ``N(0, output_std^2/fan_in)`` (Lucid: 0), biases 0."""
+        keys = jax.random.split(key, self.layers + 1)
         per_layer = []
         for k, ((i, o), b) in zip(keys, self.shapes()[:-1]):
             per_layer.append(jax.random.normal(k, (n, i * o), jnp.float32) / np.sqrt(i))
             per_layer.append(jnp.zeros((n, b), jnp.float32))
         (i, o), b = self.shapes()[-1]
-        per_layer.append(jnp.zeros((n, i * o + b), jnp.float32))
+        per_layer.append(self.output_std * jax.random.normal(keys[-1], (n, i * o), jnp.float32) / np.sqrt(i))
+        per_layer.append(jnp.zeros((n, b), jnp.float32))
         return jnp.concatenate(per_layer, axis=1)
 
     def coordinates(self) -> np.ndarray:

@@ -16,6 +16,9 @@ from jaxviz.models import preprocessing as pp
 from jaxviz.recipes.preset import Preset
 
 
+CPPN_OUTPUT_STD = 0.1  # the cppn preset's output layer start (see cppn): not flat, so a gradient flows
+
+
 def card_fields(height: int, width: int, preprocessing: dict[str, Any] | None = None) -> dict[str, Any]:
     """The input-space fields every sigmoid-rendered image takes from a card: ``channels``, ``mean``,
     ``pixel_scale``, ``bgr`` and the start colour ``offset`` (see ``fourier_image_for``)."""
@@ -82,11 +85,15 @@ def lucid(image_shape: Sequence[int], preprocessing: dict | None = None, steps: 
 
 def cppn(image_shape: Sequence[int], preprocessing: dict | None = None, steps: int = 512, lr: float = 0.005,
          robust: bool = True) -> Preset:
-    """Lucid's CPPN image with Adam (lr 0.005, the rate of Lucent's CPPN example) and the standard
-    transforms; the first image is flat at the card's mean colour."""
+    """Lucid's CPPN image with Adam (lr 0.005, the rate of Lucent's CPPN example) and the standard transforms.
+
+    One departure: the output layer starts at ``N(0, 0.1^2 / fan_in)`` rather than Lucid's zeros. A flat
+    image at the data's mean colour is all zeros in network space, where the embedded classifier's first
+    ReLUs are all off and the gradient is exactly zero (measured: fc8:3 does not move from a zero start).
+    """
     h, w = int(image_shape[0]), int(image_shape[1])
     method = Method(steps, optax.adam(lr), transform=T.standard_transforms() if robust else None, name="cppn")
-    return Preset(cppn_for(h, w, preprocessing), method, name="cppn")
+    return Preset(cppn_for(h, w, preprocessing, output_std=CPPN_OUTPUT_STD), method, name="cppn")
 
 
 def pyramid(image_shape: Sequence[int], preprocessing: dict | None = None, steps: int = 512, lr: float = 0.05,
@@ -97,4 +104,4 @@ def pyramid(image_shape: Sequence[int], preprocessing: dict | None = None, steps
     return Preset(pyramid_for(h, w, preprocessing, n_levels), method, name="pyramid")
 
 
-__all__ = ["lucid", "fourier_image_for", "card_fields", "cppn_for", "pyramid_for", "lowres_for", "cppn", "pyramid"]
+__all__ = ["CPPN_OUTPUT_STD", "lucid", "fourier_image_for", "card_fields", "cppn_for", "pyramid_for", "lowres_for", "cppn", "pyramid"]
