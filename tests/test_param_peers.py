@@ -156,7 +156,11 @@ def test_maco_transparency_run_is_optimizes_run(net):
 def test_cppn_with_zero_output_weights_is_a_constant_image():
     param = recipes.cppn_for(20, 24, CARD, hidden=8, layers=2)
     z = param.init(jax.random.key(3), 2)                       # Lucid's start: the output layer is zero
-    np.testing.assert_array_equal(rendered(param, z), rendered(param, z)[:, :1, :1])  # flat
+    flat = rendered(param, z)
+    np.testing.assert_array_equal(flat, np.broadcast_to(flat[:, :1, :1], flat.shape))
+    started = recipes.cppn_for(20, 24, CARD, hidden=8, layers=2, output_std=0.1)
+    moving = rendered(started, started.init(jax.random.key(3), 2))
+    assert moving.std() > 0.5   # output_std > 0: not flat, so a gradient reaches the weights
     i, o = param.shapes()[-1][0]
     z = z.at[:, -o:].set(0.7)                                  # an output bias, weights still zero
     image = rendered(param, z)
