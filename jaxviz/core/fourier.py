@@ -22,12 +22,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-# lucid/optvis/param/color.py: square root of ImageNet's RGB colour correlation (via its SVD).
-COLOR_CORRELATION_SVD_SQRT = np.asarray([[0.26, 0.09, 0.02],
-                                         [0.27, 0.00, -0.05],
-                                         [0.27, -0.09, 0.03]], np.float32)
-COLOR_CORRELATION_NORMALIZED = (COLOR_CORRELATION_SVD_SQRT
-                                / np.max(np.linalg.norm(COLOR_CORRELATION_SVD_SQRT, axis=0))).astype(np.float32)
+from jaxviz.core.colour import COLOR_CORRELATION_NORMALIZED, COLOR_CORRELATION_SVD_SQRT, colour_matrix, freeze_matrix
+
 # lucid/optvis/param/spatial.py divides the inverted spectrum by 4 ("TODO: is that a magic constant?").
 LUCID_SPECTRUM_DIVISOR = 4.0
 
@@ -55,8 +51,10 @@ class FourierImage:
     ``z`` has shape (n, channels, H, Wf, 2): the real and imaginary parts of each channel's spectrum.
     ``mean`` is subtracted from ``pixel_scale * colours`` in the network's channel order (None: zero);
     ``jaxviz.recipes.fourier_image_for`` fills it, the scale and the channel order from a model's card.
-    With 3 channels the colours are flipped to BGR when ``bgr``; with any other channel count there is no
-    colour decorrelation.
+    With 3 channels the colours are flipped to BGR when ``bgr``. Colour decorrelation works for any
+    channel count (``jaxviz.core.colour``): ``colour_matrix`` (C x C, row-major, e.g.
+    ``colour_sqrt_from_images`` of the data) maps the decorrelated basis to colours; without one, 3
+    channels use Lucid's ImageNet matrix and any other count the identity (a gray image is its own channel).
     """
 
     height: int
@@ -70,9 +68,11 @@ class FourierImage:
     bgr: bool = True
     offset: tuple[float, ...] = (0.0,)  # per RGB channel (or one), before the sigmoid: the start colour
                                         # is sigmoid(offset); Lucid's 0 is mid-grey
+    colour_matrix: tuple[float, ...] | None = None  # C x C, row-major; None: Lucid's (3 ch.) or identity
     is_code: bool = False
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "colour_matrix", freeze_matrix(self.colour_matrix, self.channels))
         if self.mean is not None:
             object.__setattr__(self, "mean", tuple(float(m) for m in np.atleast_1d(self.mean)))
             if len(self.mean) not in (1, self.channels):
@@ -105,11 +105,15 @@ class FourierImage:
         pixels = pixels[..., : self.height, : self.width] / LUCID_SPECTRUM_DIVISOR
         return jnp.moveaxis(pixels, 1, -1)
 
+    def colours(self) -> np.ndarray:
+        """The (C, C) matrix from the decorrelated basis to colours (``colours = M t`` per pixel)."""
+        return colour_matrix(self.colour_matrix, self.channels)
+
     def rgb(self, z: jax.Array) -> jax.Array:
         """(n, H, W, C) colours in [0, 1], channels in RGB order."""
         t = self.colour_space(z)
-        if self.decorrelate and self.channels == 3:
-            t = t @ jnp.asarray(COLOR_CORRELATION_NORMALIZED.T)
+        if self.decorrelate:
+            t = t @ jnp.asarray(self.colours().T)
         return jax.nn.sigmoid(t + jnp.asarray(self.offset, t.dtype))
 
     def render(self, aux_params: Any, z: jax.Array) -> jax.Array:
