@@ -375,3 +375,24 @@ def test_a_label_with_a_comment_and_script_tag_does_not_blank_the_page(tmp_path)
 
         dom = run_page(page, "--dump-dom")
         assert dom.stdout.count('class="tile') == 3 and 'data-ready="1"' in dom.stdout
+
+
+def test_a_manifest_being_written_by_another_process_is_waited_for(tmp_path):
+    """Two processes started together on a new folder: the second waits for the first's manifest."""
+    import threading
+
+    out = tmp_path / "job"
+    out.mkdir()
+    manifest = {"format": "x/1", "layer": "fc8"}
+    tmp = out / f".{runfolder.MANIFEST}.tmp-{os.getpid()}@{atomic.host_name()}"
+    tmp.write_text(json.dumps(manifest))
+
+    def finish_writing():
+        time.sleep(0.3)
+        os.rename(tmp, out / runfolder.MANIFEST)
+    writer = threading.Thread(target=finish_writing)
+    writer.start()
+    try:
+        assert runfolder.open_job_folder(out, manifest, "sweep") == manifest  # resumed, not refused
+    finally:
+        writer.join()

@@ -129,6 +129,11 @@ def open_job_folder(out: pathlib.Path, manifest: dict, kind: str = "sweep",
     path = out / MANIFEST
     if out.exists() and not out.is_dir():
         raise SweepError(f"{out} is a file, not a folder; choose another --out for the {kind}")
+    # Processes started together on a new folder: one may be writing the manifest right now. Wait for it
+    # rather than mistake its temporary file for someone else's data.
+    deadline = time.time() + MANIFEST_WAIT_SECONDS
+    while not path.exists() and _manifest_being_written(out, path) and time.time() < deadline:
+        time.sleep(0.05)
     if path.exists():
         old = read_manifest(path)
         mine = {k: manifest[k] for k in manifest if k != "chunk_size"}
@@ -150,6 +155,18 @@ def open_job_folder(out: pathlib.Path, manifest: dict, kind: str = "sweep",
                              f"{kind} into it. Use another --out folder")
     write_or_explain(f"the {kind} manifest", lambda: _create(out, path, manifest), out)
     return json.loads(json.dumps(manifest))  # as a resumed run reads it back
+
+
+MANIFEST_WAIT_SECONDS = 30.0
+
+
+def _manifest_being_written(out: pathlib.Path, path: pathlib.Path) -> bool:
+    """Whether ``out`` holds nothing but temporary files of its manifest (another process creating it)."""
+    try:
+        entries = list(out.iterdir())
+    except OSError:
+        return False
+    return bool(entries) and all(e.name.startswith(f".{path.name}.tmp-") for e in entries)
 
 
 def _create(out: pathlib.Path, path: pathlib.Path, manifest: dict) -> None:
