@@ -156,7 +156,7 @@ def from_flax(module: nn.Module, params: Any, input_shape: Sequence[int], *, met
             out, state = module.apply({"params": p, **rest}, x, method=method, capture_intermediates=True,
                                       mutable=["intermediates"])
         taps = _flatten_intermediates(state.get("intermediates", {}))
-        order = list(_flatten_intermediates(live[0]._variables.get("intermediates", {}))) if live else []
+        order = list(_flatten_intermediates(getattr(live[0], "_variables", {}).get("intermediates", {}))) if live else []
         taps = {k: taps[k] for k in [*(k for k in order if k in taps), *(k for k in taps if k not in order)]}
         taps.pop(OUTPUT, None)
         taps[OUTPUT] = out
