@@ -1,4 +1,4 @@
-"""Every layer of CaffeNet and of the fc6 generator equals OpenCV's Caffe importer (the independent reference).
+"""Every layer of CaffeNet and of the DeePSiM generators equals OpenCV's Caffe importer (the independent reference).
 
 The test writes a prototxt and a random-weight ``.caffemodel`` itself (V1 and V2 encodings, packed and
 unpacked floats, legacy 4-D blob shapes), runs OpenCV on them, converts them with ``weights_convert``,
@@ -40,6 +40,13 @@ SMALL_GENERATOR = GeneratorConfig(
              DeconvSpec(3, 3, 1, 1)),
     output_size=32, crop_size=27)
 
+# The pool5 generator's topology at small size: a 6x6 map code, three convolutions (the last unpadded),
+# then the deconvolutions.
+SMALL_POOL5_GENERATOR = GeneratorConfig(
+    code_size=8 * 6 * 6, fc=(), reshape=(8, 6, 6),
+    convs=(DeconvSpec(16, 3, 1, 1), DeconvSpec(16, 3, 1, 1), DeconvSpec(16, 3, 1, 0)),
+    deconvs=SMALL_GENERATOR.deconvs, output_size=32, crop_size=27, code_layer="pool5")
+
 ENCODINGS = {
     "v2-packed": dict(v1=False, packed=True),
     "v2-unpacked": dict(v1=False, packed=False),
@@ -69,7 +76,7 @@ def with_blobs(arch: NetSpec, blobs: dict[str, tuple[np.ndarray, ...]]) -> NetSp
 
 
 def run_parity(tmp_path: pathlib.Path, architecture: str, prototxt_text: str, blobs, x_nchw: np.ndarray,
-               encoding: dict, with_prototxt: bool = True) -> dict[str, float]:
+               encoding: dict, with_prototxt: bool = True, **convert_options) -> dict[str, float]:
     """Relative error (max |ours - ref| / max |ref|) of every layer output, keyed by OpenCV layer name."""
     proto = tmp_path / "deploy.prototxt"
     proto.write_text(prototxt_text)
@@ -88,10 +95,12 @@ def run_parity(tmp_path: pathlib.Path, architecture: str, prototxt_text: str, bl
     names = list(net.getLayerNames())
     reference = dict(zip(names, net.forward(names)))
 
-    convert(architecture, model_file, tmp_path / "converted", proto if with_prototxt else None)
+    convert(architecture, model_file, tmp_path / "converted", proto if with_prototxt else None, **convert_options)
     model = jm.load(architecture, tmp_path / "converted")
     taps = opencv_layer_taps(arch)
     x = x_nchw.transpose(0, 2, 3, 1) if x_nchw.ndim == 4 else x_nchw
+    if architecture == "generator":
+        x = x.reshape(x.shape[0], -1)  # a map code goes in flat, H, W, C order
     ours = model(jnp.asarray(x), taps=tuple(taps.values()))
     errors = {}
     for name, tap in taps.items():
@@ -111,8 +120,10 @@ def _image(cfg: CaffeNetConfig, seed: int = 1) -> np.ndarray:
 
 
 def _code(cfg: GeneratorConfig, seed: int = 1) -> np.ndarray:
+    """Two non-negative codes (post-ReLU activations), N, C, H, W for a map code as OpenCV takes it."""
     rng = np.random.default_rng(seed)
-    return np.maximum(rng.normal(0.0, 2.0, (2, cfg.code_size)), 0.0).astype(np.float32)  # fc6 codes are >= 0
+    code = np.maximum(rng.normal(0.0, 2.0, (2, cfg.code_size)), 0.0).astype(np.float32)
+    return code.reshape(2, *cfg.reshape) if cfg.code_is_map else code
 
 
 @pytest.mark.parametrize("encoding", ENCODINGS.values(), ids=ENCODINGS.keys())
@@ -134,6 +145,15 @@ def test_small_generator_every_layer_equals_opencv(tmp_path, encoding):
     assert max(errors.values()) <= MAX_REL_ERR, errors
 
 
+@pytest.mark.parametrize("encoding", ["v2-packed", "v2-legacy-shapes"])
+def test_small_pool5_generator_every_layer_equals_opencv(tmp_path, encoding):
+    errors = run_parity(tmp_path, "generator", generator_prototxt(SMALL_POOL5_GENERATOR),
+                        generator_blobs(SMALL_POOL5_GENERATOR), _code(SMALL_POOL5_GENERATOR),
+                        GENERATOR_ENCODINGS[encoding])
+    assert {"Rconv6", "Rconv7", "Rconv8"} <= set(errors)
+    assert max(errors.values()) <= MAX_REL_ERR, errors
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("v1", [False, True], ids=["v2", "v1"])
 def test_full_caffenet_every_layer_equals_opencv_without_prototxt(tmp_path, v1):
@@ -149,6 +169,19 @@ def test_full_generator_every_layer_equals_opencv_without_prototxt(tmp_path):
     errors = run_parity(tmp_path, "generator", generator_prototxt(cfg), generator_blobs(cfg), _code(cfg)[:1],
                         dict(v1=False, legacy_shape=True), with_prototxt=False)
     assert max(errors.values()) <= MAX_REL_ERR, errors
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("code_layer", ["fc7", "fc8", "pool5"])
+def test_released_generators_every_layer_equals_opencv_without_prototxt(tmp_path, code_layer):
+    """The other released generators at full size: the converter tells them from their weights alone."""
+    cfg = GeneratorConfig.released(code_layer)
+    errors = run_parity(tmp_path, "generator", generator_prototxt(cfg), generator_blobs(cfg), _code(cfg)[:1],
+                        dict(v1=False, legacy_shape=True), with_prototxt=False,
+                        code_layer="fc7" if code_layer == "fc7" else None)
+    assert max(errors.values()) <= MAX_REL_ERR, errors
+    card = jm.load("generator", tmp_path / "converted").config
+    assert card == cfg, "the converted generator is not the released one"
 
 
 def test_released_prototxts_give_the_default_configs(shared_data):

@@ -1,4 +1,4 @@
-"""Command line: ``python -m weights_convert {caffenet,generator} IN.caffemodel OUT_DIR [--prototxt P]``.
+"""Command line: ``python -m weights_convert {caffenet,generator} IN.caffemodel OUT_DIR [--prototxt P] [...]``.
 
 Every expected failure (a bad or damaged input file, a refused or unwritable output folder, a bad
 argument) is one line ``weights_convert: problem (place)`` on stderr and exit status 2; the output
@@ -13,6 +13,7 @@ import sys
 import warnings
 
 from jaxviz.models.checkpoint import CheckpointError
+from jaxviz.models.generator import CODE_LAYERS
 from weights_convert.convert import ARCHITECTURES, check_destination, convert
 from weights_convert.errors import ConversionError, shorten
 
@@ -38,6 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--prototxt", help="deploy prototxt; optional, the architecture is known")
     parser.add_argument("--force", action="store_true",
                         help="replace the output folder whatever it holds (still only once the new one is complete)")
+    parser.add_argument("--code-layer", choices=CODE_LAYERS,
+                        help="generators: the CaffeNet layer its codes are (default: the one its shape implies: "
+                        "pool5 for a map, fc8 for 1000 units, else fc6; say fc7 for the fc7 generator)")
     parser.add_argument("--allow-nonfinite", action="store_true",
                         help="convert weights that hold NaN or Inf (with a warning) instead of refusing them")
     return parser
@@ -50,13 +54,16 @@ def _oserror(err: OSError) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments, convert, report; exit status 2 with a one-line message on any expected failure."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.code_layer is not None and args.architecture != "generator":
+        parser.error(f"argument --code-layer: only generators have a code layer, not a {args.architecture}")
     try:
         action = check_destination(args.out_dir, args.architecture, args.force)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             out = convert(args.architecture, args.caffemodel, args.out_dir, args.prototxt, force=args.force,
-                          allow_nonfinite=args.allow_nonfinite)
+                          allow_nonfinite=args.allow_nonfinite, code_layer=args.code_layer)
     except (ConversionError, CheckpointError) as err:
         print(f"{PROG}: {shorten(err)}", file=sys.stderr)
         return EXIT_ERROR

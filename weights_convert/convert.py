@@ -21,6 +21,7 @@ Nothing is lost and nothing is silent:
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 import os
@@ -33,7 +34,7 @@ import numpy as np
 from jaxviz.io.atomic import clean_stale, replace_dir, tmp_path
 from jaxviz.models import checkpoint
 from jaxviz.models.caffenet import CaffeNetConfig, ConvSpec
-from jaxviz.models.generator import DECONV_LAYERS, FC_LAYERS, DeconvSpec, GeneratorConfig
+from jaxviz.models.generator import CODE_LAYERS, CONV_LAYERS, DECONV_LAYERS, FC_LAYERS, DeconvSpec, GeneratorConfig
 from weights_convert.layouts import caffenet_params, generator_params
 from weights_convert.caffemodel import read_caffemodel
 from weights_convert.finite import check_finite
@@ -126,44 +127,100 @@ def caffenet_config_from_spec(spec: NetSpec) -> CaffeNetConfig:
         raise ModelMismatchError(f"not a valid CaffeNet: {err}", file=spec.source) from None
 
 
-def generator_config_from_spec(spec: NetSpec) -> GeneratorConfig:
-    """The ``GeneratorConfig`` an fc6-generator-topology prototxt describes."""
-    fc = [_fc_width(spec, n) for n in FC_LAYERS]
-    reshape = _require(spec, "reshape", "Reshape")
-    dims = [int(d) for d in repeated(first(reshape.param("reshape_param"), "shape"), "dim")]
-    if len(dims) != 4:
-        raise ModelMismatchError(f"expected a reshape to N,C,H,W, got dims {dims}", file=spec.source,
-                                 layer="reshape")
-    deconvs = []
-    for name in DECONV_LAYERS:
-        p = _plain_conv(spec, name, "Deconvolution")
-        if p.kernel[0] != p.kernel[1] or p.stride[0] != p.stride[1] or p.pad[0] != p.pad[1]:
-            raise ModelMismatchError("only square kernels, strides and pads are supported by the generator",
-                                     file=spec.source, layer=name)
-        deconvs.append(DeconvSpec(p.num_output, p.kernel[0], p.stride[0], p.pad[0]))
+def _square_spec(spec: NetSpec, name: str, layer_type: str) -> DeconvSpec:
+    p = _plain_conv(spec, name, layer_type)
+    if p.kernel[0] != p.kernel[1] or p.stride[0] != p.stride[1] or p.pad[0] != p.pad[1]:
+        raise ModelMismatchError("only square kernels, strides and pads are supported by the generator",
+                                 file=spec.source, layer=name)
+    if p.group != 1:
+        raise ModelMismatchError(f"group {p.group} is not supported by the generator (its layers have none)",
+                                 file=spec.source, layer=name)
+    return DeconvSpec(p.num_output, p.kernel[0], p.stride[0], p.pad[0])
+
+
+def default_code_layer(config: GeneratorConfig) -> str:
+    """The code layer a generator's shape implies: pool5 for a map code, fc8 for 1000 units, else fc6.
+
+    The fc7 generator has the fc6 one's architecture, so only its user can say it (``code_layer="fc7"``).
+    """
+    return "pool5" if config.code_is_map else "fc8" if config.code_size == 1000 else "fc6"
+
+
+def _with_code_layer(config: GeneratorConfig, code_layer: str | None, source: str | None = None) -> GeneratorConfig:
+    if code_layer is not None and code_layer not in CODE_LAYERS:
+        raise ModelMismatchError(f"code layer {code_layer!r} is not one of CaffeNet's generator code layers "
+                                 f"({', '.join(CODE_LAYERS)})", file=source)
+    return dataclasses.replace(config, code_layer=code_layer or default_code_layer(config))
+
+
+def generator_config_from_spec(spec: NetSpec, code_layer: str | None = None) -> GeneratorConfig:
+    """The ``GeneratorConfig`` a DeePSiM-generator prototxt describes (fc6/fc7/fc8 or pool5 topology)."""
+    names = {l.name for l in spec.layers}
+    has_fc = "defc7" in names
+    fc = [_fc_width(spec, n) for n in FC_LAYERS] if has_fc else []
+    shapes = [s for s in spec.inputs.values() if s]
+    if has_fc:
+        reshape = _require(spec, "reshape", "Reshape")
+        dims = [int(d) for d in repeated(first(reshape.param("reshape_param"), "shape"), "dim")]
+        if len(dims) != 4:
+            raise ModelMismatchError(f"expected a reshape to N,C,H,W, got dims {dims}", file=spec.source,
+                                     layer="reshape")
+        chw = dims[1:]
+        code_size = int(shapes[0][-1]) if shapes else fc[0]
+    else:  # a map code: the input blob is N, C, H, W (pool5's 1x256x6x6)
+        if not shapes or len(shapes[0]) != 4:
+            raise ModelMismatchError("a generator without defc7 reads a map code, so it needs an N,C,H,W input "
+                                     f"shape; got {shapes[0] if shapes else 'none'}", file=spec.source)
+        chw = [int(d) for d in shapes[0][1:]]
+        code_size = math.prod(chw)
+    convs = [_square_spec(spec, n, "Convolution") for n in CONV_LAYERS if n in names]
+    deconvs = [_square_spec(spec, n, "Deconvolution") for n in DECONV_LAYERS]
     slopes = {float(first(l.param("relu_param"), "negative_slope", 0.0)) for l in spec.layers if l.type == "ReLU"}
     if len(slopes) > 1:
         raise ModelMismatchError(f"the generator's ReLUs have different slopes {sorted(slopes)}",
                                  file=spec.source)
-    shapes = [s for s in spec.inputs.values() if s]
-    code_size = int(shapes[0][-1]) if shapes else fc[0]
-    h = dims[2]  # the output size follows from the layers
+    h = chw[1]  # the output size follows from the layers
+    for d in convs:
+        h = (h + 2 * d.pad - d.kernel) // d.stride + 1
     for d in deconvs:
         h = d.stride * (h - 1) + d.kernel - 2 * d.pad
     default = GeneratorConfig()
     crop = default.crop_size if h == default.output_size else h
     try:
-        return GeneratorConfig(code_size=code_size, fc=tuple(fc), reshape=tuple(dims[1:]),
-                               deconvs=tuple(deconvs), negative_slope=slopes.pop() if slopes else 0.3,
-                               output_size=h, crop_size=crop)
+        config = GeneratorConfig(code_size=code_size, fc=tuple(fc), reshape=tuple(chw), convs=tuple(convs),
+                                 deconvs=tuple(deconvs), negative_slope=slopes.pop() if slopes else 0.3,
+                                 output_size=h, crop_size=crop)
     except ValueError as err:
-        raise ModelMismatchError(f"not a valid fc6 generator: {err}", file=spec.source) from None
+        raise ModelMismatchError(f"not a valid DeePSiM generator: {err}", file=spec.source) from None
+    return _with_code_layer(config, code_layer, spec.source)
+
+
+def generator_config_from_blobs(blobs: dict[str, tuple[np.ndarray, ...]],
+                                code_layer: str | None = None) -> GeneratorConfig:
+    """The released generator whose layers the weights hold, without a prototxt.
+
+    ``Rconv6`` weights mean the pool5 generator; a defc7 reading 1000 inputs the fc8 one; otherwise the
+    fc6 one (or fc7, the same architecture, with ``code_layer="fc7"``).
+    """
+    if len(blobs.get("Rconv6", ())):
+        config = GeneratorConfig.released("pool5")
+    elif len(blobs.get("defc7", ())) and np.asarray(blobs["defc7"][0]).shape[-1] == 1000:
+        config = GeneratorConfig.released("fc8")
+    else:
+        config = GeneratorConfig()
+    if code_layer is not None and code_layer != config.code_layer and \
+            {code_layer, config.code_layer} != {"fc6", "fc7"}:
+        raise ModelMismatchError(f"the weights are those of the {config.code_layer} generator, not of the "
+                                 f"{code_layer} one (code layer given)")
+    return _with_code_layer(config, code_layer)
 
 
 # architecture -> (config from a prototxt NetSpec, default config factory, params from blobs)
+# (the generator's two take the code layer, which only its user can tell for fc7)
 _ARCHITECTURES: dict[str, tuple[Callable, Callable, Callable]] = {
-    "caffenet": (caffenet_config_from_spec, CaffeNetConfig, caffenet_params),
-    "generator": (generator_config_from_spec, GeneratorConfig, generator_params),
+    "caffenet": (lambda spec, code_layer=None: caffenet_config_from_spec(spec),
+                 lambda blobs, code_layer=None: CaffeNetConfig(), caffenet_params),
+    "generator": (generator_config_from_spec, generator_config_from_blobs, generator_params),
 }
 
 ARCHITECTURES = tuple(_ARCHITECTURES)
@@ -216,15 +273,21 @@ def check_destination(out_dir: str | os.PathLike, architecture: str, force: bool
 
 def convert(architecture: str, caffemodel: str | os.PathLike, out_dir: str | os.PathLike,
             prototxt: str | os.PathLike | None = None, *, force: bool = False,
-            allow_nonfinite: bool = False) -> pathlib.Path:
+            allow_nonfinite: bool = False, code_layer: str | None = None) -> pathlib.Path:
     """Convert ``caffemodel`` of a known ``architecture`` into a jaxviz model folder ``out_dir``.
 
     ``out_dir`` appears whole or not at all. An existing folder is replaced (once the new one is complete)
     only when it holds a model of the same ``architecture``, or with ``force``; otherwise
     ``OutputFolderError``. Non-finite weights are a ``NonFiniteWeightsError`` unless ``allow_nonfinite``.
+    ``code_layer`` (generators only): the CaffeNet layer its codes are (fc6, fc7, fc8, pool5); by default
+    the one its shape implies (``default_code_layer``), so only the fc7 generator needs it said.
     """
     if architecture not in _ARCHITECTURES:
         raise ValueError(f"unknown architecture {architecture!r}; known: {', '.join(_ARCHITECTURES)}")
+    if code_layer is not None and architecture != "generator":
+        raise ValueError(f"code_layer is for generators; a {architecture} has no code layer")
+    if code_layer is not None and code_layer not in CODE_LAYERS:
+        raise ValueError(f"code layer {code_layer!r} is not one of {', '.join(CODE_LAYERS)}")
     config_from_spec, default_config, params_from_blobs = _ARCHITECTURES[architecture]
     caffemodel = pathlib.Path(caffemodel)
     out = pathlib.Path(out_dir).absolute()
@@ -234,10 +297,13 @@ def convert(architecture: str, caffemodel: str | os.PathLike, out_dir: str | os.
         weights = read_caffemodel(caffemodel)
         if prototxt is not None:
             arch = read_prototxt(prototxt)
-            config = config_from_spec(arch)
+            config = config_from_spec(arch, code_layer=code_layer)
             weights = attach_weights(arch, weights)
         else:
-            config = default_config()
+            try:
+                config = default_config(weights.blobs_by_layer(), code_layer=code_layer)
+            except ConversionError as err:
+                raise err.located(file=str(caffemodel)) from None
         try:
             params = params_from_blobs(weights.blobs_by_layer(), config)
         except ConversionError as err:  # with a prototxt, the two files disagree: name both

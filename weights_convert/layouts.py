@@ -20,7 +20,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from jaxviz.models.caffenet import CaffeNetConfig, caffenet_tap_shapes
-from jaxviz.models.generator import DECONV_LAYERS, FC_LAYERS, GeneratorConfig
+from jaxviz.models.generator import CONV_LAYERS, DECONV_LAYERS, FC_LAYERS, GeneratorConfig
 from weights_convert.errors import ModelMismatchError
 
 Blobs = Mapping[str, Sequence[np.ndarray]]
@@ -224,19 +224,25 @@ def caffenet_params(weights: Blobs, config: CaffeNetConfig | None = None) -> Par
 
 
 def generator_params(weights: Blobs, config: GeneratorConfig | None = None) -> Params:
-    """The fc6 generator's Flax params ``{"defc7": ..., "deconv0": ...}`` from Caffe blobs by layer.
+    """A DeePSiM generator's Flax params ``{"defc7": ..., "deconv0": ...}`` from Caffe blobs by layer.
 
     defc5's outputs are permuted so that the module's NHWC reshape equals Caffe's C,H,W reshape.
     """
     config = GeneratorConfig() if config is None else config
-    _layer_blobs(weights, list(FC_LAYERS) + list(DECONV_LAYERS))
+    fc_names = list(FC_LAYERS) if config.fc else []
+    conv_names = list(CONV_LAYERS[:len(config.convs)])
+    _layer_blobs(weights, fc_names + conv_names + list(DECONV_LAYERS))
     params: Params = {}
     n_in = config.code_size
-    for name, width in zip(FC_LAYERS, config.fc):
+    for name, width in zip(fc_names, config.fc):
         params[name] = _dense_layer(weights, name, n_in, width)
         n_in = width
-    params["defc5"] = generator_defc5_params(params["defc5"]["kernel"], params["defc5"]["bias"], config.reshape)
+    if config.fc:
+        params["defc5"] = generator_defc5_params(params["defc5"]["kernel"], params["defc5"]["bias"], config.reshape)
     c_in = config.reshape[0]
+    for name, spec in zip(conv_names, config.convs):
+        params[name] = _conv_layer(weights, name, c_in, spec.features, spec.kernel, 1)
+        c_in = spec.features
     for name, spec in zip(DECONV_LAYERS, config.deconvs):
         params[name] = _deconv_layer(weights, name, c_in, spec.features, spec.kernel)
         c_in = spec.features

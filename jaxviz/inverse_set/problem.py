@@ -216,7 +216,8 @@ def _input_mean(preprocessing: dict, shape: tuple[int, ...]) -> np.ndarray:
 
 
 def default_code_bounds(generator: Any) -> tuple[np.ndarray, np.ndarray | None]:
-    """[0, ub]: codes are fc6 after ReLU; ub by ``jaxviz.models.code_bounds`` (None when none is known)."""
+    """[0, ub]: DGN-AM's rule (its codes are activations after a ReLU); ub by ``jaxviz.models.code_bounds``
+    (None when none is known)."""
     size = int(generator.config.code_size)
     try:
         upper = model_code_bounds(generator)
@@ -226,9 +227,11 @@ def default_code_bounds(generator: Any) -> tuple[np.ndarray, np.ndarray | None]:
 
 
 def model_problem(classifier: Any, generator: Any, constraints: Sequence[Constraint],
-                  encoder_layer: str = "fc6", code_bounds: tuple[Any, Any] | None = None) -> InverseSetProblem:
-    """The problem for a (classifier Model, generator Model) pair; E = classifier up to ``encoder_layer``."""
+                  encoder_layer: str | None = None, code_bounds: tuple[Any, Any] | None = None) -> InverseSetProblem:
+    """The problem for a (classifier Model, generator Model) pair; E = classifier up to ``encoder_layer``
+    (default: the generator's code layer, fc6 for DGN-AM's generator)."""
     constraints = list(constraints)
+    encoder_layer = encoder_layer or getattr(generator.config, "code_layer", "fc6")
     if not constraints:
         raise ValueError("give at least one Constraint")
     check_constraints(classifier, constraints, encoder_layer)

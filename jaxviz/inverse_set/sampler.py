@@ -486,7 +486,7 @@ def sample(problem: InverseSetProblem, key: jax.Array, config: InverseSetConfig 
 
 def sample_inverse_set(classifier: Any, generator: Any, constraints: Constraint | Sequence[Constraint],
                        key: jax.Array | None = None, config: InverseSetConfig = InverseSetConfig(), *,
-                       encoder_layer: str = "fc6", code_bounds: tuple[Any, Any] | None = None,
+                       encoder_layer: str | None = None, code_bounds: tuple[Any, Any] | None = None,
                        codes0: jax.Array | None = None, progress: Progress | None = None) -> InverseSetResult:
     """Sample the inverse set (or an intersection) of neurons of a classifier Model through a generator Model."""
     if isinstance(constraints, Constraint):

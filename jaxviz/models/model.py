@@ -98,8 +98,9 @@ def code_bounds(generator: Model) -> np.ndarray:
     """Per-unit upper bounds of a generator's code, by one rule.
 
     The card's ``code.bounds`` when it lists them; else the file its ``code.bounds_file`` names, relative
-    to the folder the model was loaded from; else, for a 4096-unit code (CaffeNet's fc6), DGN-AM's released
-    bounds. Anything else is an error that says how to pass bounds.
+    to the folder the model was loaded from; else DGN-AM's released bounds for the generator's code layer
+    (CaffeNet fc6, fc7, fc8 or pool5) when the code has that layer's size. Anything else is an error that
+    says how to pass bounds.
     """
     size = int(generator.config.code_size)
     card = dict(generator.metadata.get("code") or {})
@@ -111,8 +112,9 @@ def code_bounds(generator: Model) -> np.ndarray:
         if not path.is_file():
             raise ValueError(f"the generator's card names code bounds {name!r}, but {path} does not exist")
         return check_code_bounds(np.load(path), size)
-    if size == 4096:
-        return shipped.dgn_am_fc6_bounds()
+    layer = getattr(generator.config, "code_layer", "fc6")
+    if shipped.DGN_AM_BOUNDS_SIZES.get(layer) == size:
+        return shipped.dgn_am_bounds(layer)
     raise ValueError(f"no code bounds known for this generator (code size {size}): its card names none; pass "
                      f"bounds= explicitly (DGN-AM: 3 standard deviations of each encoder unit over real images, "
                      f"or one global bound such as 30)")

@@ -1,5 +1,5 @@
 """Everything the package ships as data: the embedded pair's folders, held-out digits and code bounds,
-the ILSVRC mean image, the ImageNet synset labels and DGN-AM's fc6 code bounds.
+the ILSVRC mean image, the ImageNet synset labels and DGN-AM's released code bounds.
 
 Each file is read here and nowhere else, through ``importlib.resources``, so an installed wheel, an
 editable checkout and a zipped package all find them. The embedded networks themselves load with
@@ -24,7 +24,11 @@ DIGITS_FILE = "heldout_digits.npz"
 REFERENCE_DIGITS_FILE = "reference_digits.npz"
 MEAN_IMAGE_FILE = "ilsvrc_2012_mean.npy"
 SYNSET_FILE = "synset_words.txt"
-DGN_AM_FC6_BOUNDS_FILE = "dgn_am_fc6_bounds_3x.txt"
+# DGN-AM's released per-unit code bounds (act_range/3x/*.txt); its conv5.txt (9216 values) bounds the
+# pool5 generator's code and ships here as dgn_am_pool5_bounds_3x.txt.
+DGN_AM_BOUNDS_FILES = {layer: f"dgn_am_{layer}_bounds_3x.txt" for layer in ("fc6", "fc7", "fc8", "pool5")}
+DGN_AM_BOUNDS_SIZES = {"fc6": 4096, "fc7": 4096, "fc8": 1000, "pool5": 256 * 6 * 6}
+DGN_AM_FC6_BOUNDS_FILE = DGN_AM_BOUNDS_FILES["fc6"]
 
 
 def _data(*parts: str):
@@ -89,14 +93,28 @@ def class_labels(width: int) -> tuple[str, ...] | None:
     return None
 
 
-def dgn_am_fc6_bounds() -> np.ndarray:
-    """DGN-AM's released per-unit upper bounds of CaffeNet fc6 codes ("3 sigma"), 4096 integers as float32."""
-    text = _data(DGN_AM_FC6_BOUNDS_FILE).read_text()
-    bounds = np.asarray([float(v) for v in text.split()], np.float32)
-    if bounds.shape != (4096,):
-        raise ValueError(f"{DGN_AM_FC6_BOUNDS_FILE} holds {bounds.size} values; expected 4096")
+def dgn_am_bounds(code_layer: str) -> np.ndarray:
+    """DGN-AM's released per-unit upper bounds ("3 sigma") of CaffeNet ``code_layer`` codes, float32.
+
+    For pool5 the release lists the 256x6x6 units in Caffe's C, H, W order; they come back here in the
+    H, W, C order of jaxviz's flat map codes (``jaxviz.models.generator``).
+    """
+    if code_layer not in DGN_AM_BOUNDS_FILES:
+        raise ValueError(f"DGN-AM released no bounds for code layer {code_layer!r}; released: "
+                         f"{', '.join(DGN_AM_BOUNDS_FILES)}")
+    name, size = DGN_AM_BOUNDS_FILES[code_layer], DGN_AM_BOUNDS_SIZES[code_layer]
+    bounds = np.asarray([float(v) for v in _data(name).read_text().split()], np.float32)
+    if bounds.shape != (size,):
+        raise ValueError(f"{name} holds {bounds.size} values; expected {size}")
+    if code_layer == "pool5":
+        bounds = bounds.reshape(256, 6, 6).transpose(1, 2, 0).reshape(-1)
     return bounds
 
 
+def dgn_am_fc6_bounds() -> np.ndarray:
+    """DGN-AM's released per-unit upper bounds of CaffeNet fc6 codes ("3 sigma"), 4096 integers as float32."""
+    return dgn_am_bounds("fc6")
+
+
 __all__ = ["embedded_dir", "embedded_card", "embedded_code_bounds", "heldout_digits", "reference_digits", "mean_image", "synset_labels", "class_labels",
-           "dgn_am_fc6_bounds"]
+           "dgn_am_bounds", "dgn_am_fc6_bounds"]

@@ -8,6 +8,7 @@ inversion ``crop(G(E(x)))`` of real images, written once for the demo, the tests
 from __future__ import annotations
 
 import functools
+import math
 from typing import Any, Callable
 
 import jax
@@ -43,26 +44,36 @@ def _inversion(classifier_module: Any, generator_module: Any, encoder_layer: str
     render = _render(generator_module)
 
     def run(classifier_params: Any, generator_params: Any, images: jax.Array) -> jax.Array:
-        return render(generator_params, encode(classifier_params, images, (encoder_layer,))[encoder_layer])
+        code = encode(classifier_params, images, (encoder_layer,))[encoder_layer]
+        return render(generator_params, code.reshape(code.shape[0], -1))  # a map (pool5) goes in flat, H, W, C
     return jax.jit(run)
 
 
-def reconstruct(classifier: Model, generator: Model, encoder_layer: str = "fc6") -> Callable:
-    """The compiled ``(classifier params, generator params, images) -> crop(G(E(images)))``."""
-    return _inversion(classifier.module, generator.module, encoder_layer)
+def code_layer(generator: Model) -> str:
+    """The classifier layer whose activations are ``generator``'s codes (fc6 unless its config says)."""
+    return getattr(generator.config, "code_layer", "fc6")
 
 
-def generator_inversion(classifier: Model, generator: Model, images: Any, encoder_layer: str = "fc6") -> jax.Array:
-    """``crop(G(E(x0)))`` for NHWC ``images`` in one compiled forward pass (the UpconvNet inversion)."""
+def reconstruct(classifier: Model, generator: Model, encoder_layer: str | None = None) -> Callable:
+    """The compiled ``(classifier params, generator params, images) -> crop(G(E(images)))``; ``encoder_layer``
+    defaults to the generator's code layer."""
+    return _inversion(classifier.module, generator.module, encoder_layer or code_layer(generator))
+
+
+def generator_inversion(classifier: Model, generator: Model, images: Any,
+                        encoder_layer: str | None = None) -> jax.Array:
+    """``crop(G(E(x0)))`` for NHWC ``images`` in one compiled forward pass (the UpconvNet inversion);
+    E is the classifier up to the generator's code layer unless ``encoder_layer`` names another."""
+    encoder_layer = encoder_layer or code_layer(generator)
     x = jnp.asarray(images, jnp.float32)
     if x.ndim == 3:
         x = x[None]
     code_shape = jax.eval_shape(lambda p, v: classifier.apply(p, v, (encoder_layer,)), classifier.params, x)
-    width = code_shape[encoder_layer].shape[1:]
-    if width != (generator.config.code_size,):
-        raise ValueError(f"the classifier's {encoder_layer!r} has shape {width}; the generator takes codes of "
+    shape = code_shape[encoder_layer].shape[1:]
+    if math.prod(shape) != generator.config.code_size:
+        raise ValueError(f"the classifier's {encoder_layer!r} has shape {shape}; the generator takes codes of "
                          f"{generator.config.code_size}")
     return reconstruct(classifier, generator, encoder_layer)(classifier.params, generator.params, x)
 
 
-__all__ = ["generator_render", "generator_code", "generator_inversion", "reconstruct"]
+__all__ = ["generator_render", "generator_code", "generator_inversion", "reconstruct", "code_layer"]

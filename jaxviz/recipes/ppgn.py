@@ -17,7 +17,7 @@ from jaxviz.core.loop import Method
 from jaxviz.core.objectives import CODE, Acts, Objective, unit_values
 from jaxviz.core.updates import add_gaussian_noise, linear_schedule, scale_by_mean_abs
 from jaxviz.models.model import Model
-from jaxviz.recipes.generator import generator_code
+from jaxviz.recipes.generator import code_layer, generator_code
 from jaxviz.recipes.preset import Preset
 
 
@@ -29,6 +29,7 @@ def ppgn_prior(encoder_layer: str = "fc6") -> Objective:
     """
     def fn(acts: Acts, target: Any) -> jax.Array:
         h, e = acts[CODE], acts[encoder_layer]
+        e = e.reshape(e.shape[0], -1)  # a map code (pool5) is flat in H, W, C order
         if e.shape != h.shape:
             raise ValueError(f"the sampler's encoder layer {encoder_layer!r} has shape {e.shape[1:]} but the "
                              f"generator's code has {h.shape[1:]}: E must map images to codes")
@@ -56,7 +57,7 @@ def ppgn_condition(class_layer: str = "fc8", index: int | None = None, exact: bo
                      class_layer, "center", index)
 
 
-def ppgn_sampler(generator: Model, encoder_layer: str = "fc6", class_layer: str = "fc8", eps1: float = 1e-5,
+def ppgn_sampler(generator: Model, encoder_layer: str | None = None, class_layer: str = "fc8", eps1: float = 1e-5,
                  eps2: float = 1.0, eps3: float = 1e-17, lr: float = 1.0, steps: int = 200,
                  clip: tuple[float, float] = (0.0, 30.0), exact_log_softmax: bool = True,
                  lr_end: float | None = None, noise_seed: int = 0) -> Preset:
@@ -64,7 +65,7 @@ def ppgn_sampler(generator: Model, encoder_layer: str = "fc6", class_layer: str 
 
     Per step: ``d_h = eps1 (E(G(h)) - h) + eps2 J_G^T d log p(y_c|x)/dx + N(0, eps3^2)``,
     ``h += lr_i d_h / mean|d_h|``, ``h = clip(h, 0, 30)``; ``E`` is the classifier up to ``encoder_layer``
-    (after ReLU), so E(G(h)) and the class gradient come from one forward pass. The epsilon names follow
+    (after ReLU; default the generator's code layer), so E(G(h)) and the class gradient come from one forward pass. The epsilon names follow
     PPGN and ``methods.md`` (eps1 the prior, eps2 the condition); the survey's eq. 11 swaps them.
     The noise is added to ``d_h`` before the mean-abs normalization, as eq. 13 and the public code do
     (an operator would add it after the step), by an optax transform keyed from the starting code
@@ -72,6 +73,7 @@ def ppgn_sampler(generator: Model, encoder_layer: str = "fc6", class_layer: str 
     ``steps`` updates are made and ``Result.image`` is ``G`` of the final code, which is the public code's
     last sample. ``lr_end`` (default: ``lr``) gives its linear step-size schedule.
     """
+    encoder_layer = encoder_layer or code_layer(generator)
     objective = eps1 * ppgn_prior(encoder_layer) + eps2 * ppgn_condition(class_layer, None, exact_log_softmax)
     schedule = linear_schedule(lr, lr if lr_end is None else lr_end, steps)
     method = Method(

@@ -1,4 +1,4 @@
-"""Deploy prototxts and random Caffe-layout weights for CaffeNet and fc6-generator topologies of any size.
+"""Deploy prototxts and random Caffe-layout weights for CaffeNet and DeePSiM-generator topologies of any size.
 
 Tests write these as real ``.caffemodel`` files, run them through OpenCV's Caffe importer (the independent
 reference) and through jaxviz after conversion, and compare every layer.
@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from jaxviz.models.caffenet import CaffeNetConfig, caffenet_tap_shapes
-from jaxviz.models.generator import DECONV_LAYERS, FC_LAYERS, GeneratorConfig
+from jaxviz.models.generator import CONV_LAYERS, DECONV_LAYERS, FC_LAYERS, GeneratorConfig
 
 
 def _conv(name: str, bottom: str, kind: str, n: int, k: int, s: int, p: int, g: int = 1) -> str:
@@ -70,17 +70,26 @@ def caffenet_prototxt(cfg: CaffeNetConfig) -> str:
 
 
 def generator_prototxt(cfg: GeneratorConfig) -> str:
-    """A deploy prototxt of the fc6 generator's topology with ``cfg``'s sizes (V2 text format)."""
-    text = f'name: "generator"\ninput: "feat"\ninput_shape {{\n  dim: 1\n  dim: {cfg.code_size}\n}}\n'
-    bottom = "feat"
-    for name, width in zip(FC_LAYERS, cfg.fc):
-        text += _ip(name, bottom, width) + _relu(f"relu_{name}", name, cfg.negative_slope)
-        bottom = name
+    """A deploy prototxt of a DeePSiM generator's topology with ``cfg``'s sizes (V2 text format)."""
     c, h, w = cfg.reshape
-    text += (f'layer {{\n  name: "reshape"\n  type: "Reshape"\n  bottom: "defc5"\n  top: "reshape_defc5"\n'
-             f"  reshape_param {{\n    shape {{\n      dim: 0\n      dim: {c}\n      dim: {h}\n"
-             f"      dim: {w}\n    }}\n  }}\n}}\n")
-    bottom = "reshape_defc5"
+    if cfg.fc:
+        text = f'name: "generator"\ninput: "feat"\ninput_shape {{\n  dim: 1\n  dim: {cfg.code_size}\n}}\n'
+        bottom = "feat"
+        for name, width in zip(FC_LAYERS, cfg.fc):
+            text += _ip(name, bottom, width) + _relu(f"relu_{name}", name, cfg.negative_slope)
+            bottom = name
+        text += (f'layer {{\n  name: "reshape"\n  type: "Reshape"\n  bottom: "defc5"\n  top: "reshape_defc5"\n'
+                 f"  reshape_param {{\n    shape {{\n      dim: 0\n      dim: {c}\n      dim: {h}\n"
+                 f"      dim: {w}\n    }}\n  }}\n}}\n")
+        bottom = "reshape_defc5"
+    else:  # a map code (the pool5 generator's input)
+        text = (f'name: "generator"\ninput: "feat"\ninput_shape {{\n  dim: 1\n  dim: {c}\n  dim: {h}\n'
+                f"  dim: {w}\n}}\n")
+        bottom = "feat"
+    for name, d in zip(CONV_LAYERS, cfg.convs):
+        text += _conv(name, bottom, "Convolution", d.features, d.kernel, d.stride, d.pad)
+        text += _relu(f"R{name[1:].replace('conv', 'relu')}", name, cfg.negative_slope)
+        bottom = name
     for name, d in zip(DECONV_LAYERS, cfg.deconvs):
         text += _conv(name, bottom, "Deconvolution", d.features, d.kernel, d.stride, d.pad)
         if name != DECONV_LAYERS[-1]:
@@ -112,7 +121,7 @@ def caffenet_blobs(cfg: CaffeNetConfig, seed: int = 0) -> dict[str, tuple[np.nda
 
 
 def generator_blobs(cfg: GeneratorConfig, seed: int = 0) -> dict[str, tuple[np.ndarray, ...]]:
-    """Random weights in Caffe's layouts (deconvolution [I, O, kh, kw]) for every generator layer."""
+    """Random weights in Caffe's layouts (convolution [O, I, kh, kw], deconvolution [I, O, kh, kw])."""
     rng = np.random.default_rng(seed)
     blobs: dict[str, tuple[np.ndarray, ...]] = {}
     n_in = cfg.code_size
@@ -120,6 +129,10 @@ def generator_blobs(cfg: GeneratorConfig, seed: int = 0) -> dict[str, tuple[np.n
         blobs[name] = (_he(rng, (width, n_in), n_in), 0.1 * rng.standard_normal(width).astype(np.float32))
         n_in = width
     c_in = cfg.reshape[0]
+    for name, d in zip(CONV_LAYERS, cfg.convs):
+        blobs[name] = (_he(rng, (d.features, c_in, d.kernel, d.kernel), c_in * d.kernel ** 2),
+                       0.1 * rng.standard_normal(d.features).astype(np.float32))
+        c_in = d.features
     for name, d in zip(DECONV_LAYERS, cfg.deconvs):
         fan_in = c_in * d.kernel ** 2 // d.stride ** 2
         blobs[name] = (_he(rng, (c_in, d.features, d.kernel, d.kernel), fan_in),
