@@ -28,6 +28,7 @@ from jaxviz.scoring import Report, Visualization, visualize, visualize_batch  # 
 from jaxviz.models import Model, from_equinox, from_flax, from_function, from_nnx, load  # noqa: E402
 from jaxviz.recipes import Preset  # noqa: E402
 from jaxviz.workflows.sweep import SweepConfig, sweep  # noqa: E402
+from jaxviz.workflows.compile_cache import enable_compilation_cache  # noqa: E402
 from jaxviz import lenses  # noqa: E402
 
 __all__ = [
@@ -37,4 +38,5 @@ __all__ = [
     "NormalizedNoise", "Pixels", "FourierImage", "OptimizationFailed", "optimize", "optimize_batch", "unit_keys",
     "Report", "Visualization", "visualize", "visualize_batch", "Model", "load", "from_flax", "from_nnx",
     "from_equinox", "from_function", "Preset", "SweepConfig", "sweep", "lenses",
+    "enable_compilation_cache",
 ]

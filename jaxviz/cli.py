@@ -33,6 +33,7 @@ from jaxviz.models import load
 from jaxviz.models.checkpoint import CheckpointError
 from jaxviz.models import preprocessing as pp
 from jaxviz.recipes import registry
+from jaxviz.workflows.compile_cache import enable_compilation_cache
 from jaxviz.workflows import demo as demo_job
 from jaxviz.workflows import dissection as dissection_job
 from jaxviz.workflows import exemplars as exemplars_job
@@ -177,6 +178,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     with warnings.catch_warnings():
         warnings.showwarning = show
+        enable_compilation_cache()  # a rerun of any command reads the programs compiled before
         try:
             return args.run(args)
         except EXPECTED as err:

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import pathlib
 
 import pytest
+
+# The command line keeps a persistent compilation cache (jaxviz.workflows.compile_cache); the tests that
+# run it leave the user's cache alone, and the one test of the cache names its own folder.
+os.environ.setdefault("JAXVIZ_COMPILATION_CACHE", "off")
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
