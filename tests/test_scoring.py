@@ -53,6 +53,14 @@ def test_flags_have_reasons_and_fixes():
     assert STOPPED_NAN in names(flags_for("fc8", 5.0, 6.0, 0, 7))
     assert flags_for("fc8", 5.0, 6.0, 0, -1, percentile=99.0) == []
     assert all(f.reason and f.fix for f in flags_for("fc8", 0.0, 0.0, 3, 4, 10.0, "1", "7"))
+    logit = flags_for("fc8", -3.0, -2.0, 5, -1, rectified=False)
+    assert names(logit) == [NEVER_FIRED] and ":pre" not in logit[0].fix and "no ReLU" in logit[0].reason
+
+
+def test_rectified_layers_are_those_with_a_pre_activation(pair):
+    scorer = default_scorer(pair[0])
+    assert scorer.is_rectified("fc6") and scorer.is_rectified("conv3")
+    assert not scorer.is_rectified("fc6:pre") and not scorer.is_rectified("fc8") and not scorer.is_rectified("prob")
 
 
 def test_reference_set_is_unseen_digits_in_the_models_space(pair):

@@ -111,6 +111,14 @@ class Scorer:
         names = self.judge_labels or shipped.class_labels(p.shape[1]) or [str(i) for i in range(p.shape[1])]
         return [names[i] for i in best], [float(p[k, i]) for k, i in enumerate(best)]
 
+    def is_rectified(self, layer: str) -> bool:
+        """Whether ``layer`` is a ReLU's output: the network names its pre-activation (``fc6`` has
+        ``fc6:pre``); for a network that names none, assumed so, as a hidden layer usually is."""
+        names = self.model.tap_names
+        if layer.endswith(":pre") or layer.split(":")[0] in (*CLASS_LAYERS, self.model.metadata.get("class_layer")):
+            return False
+        return f"{layer}:pre" in names if any(n.endswith(":pre") for n in names) else True
+
     def score(self, images: np.ndarray, layer: str, units: Sequence[int], position: Position = "center",
               trace_max: Sequence[float] | None = None, failed_step: Sequence[int] | None = None,
               seed_groups: Sequence[int] | None = None) -> list[Report]:
@@ -133,13 +141,14 @@ class Scorer:
         labels = self.labels or shipped.class_labels(values.shape[1])
         judged, probs = self._judge(images) if is_class else ([None] * len(images), [None] * len(images))
         spread = self._seed_spread(images, layer, seed_groups)
+        rectified = self.is_rectified(layer)
         reports = []
         for i, u in enumerate(units):
             pct = percentile_of(float(activation[i]), ref_values[:, u]) if ref_values is not None else float("nan")
             target = labels[u] if is_class and labels else str(u) if is_class else None
             judge = judged[i] if is_class else None
             flags = flags_for(layer, float(activation[i]), float(trace_max[i]), int(rank[i]), int(failed_step[i]),
-                              pct, judge, target if judge is not None else None)
+                              pct, judge, target if judge is not None else None, rectified)
             reports.append(Report(layer, u, float(activation[i]), int(rank[i]), pct, judge, probs[i], target,
                                   float(paths[i]), spread[i], tuple(flags), dict(self.model.preprocessing)))
         return reports

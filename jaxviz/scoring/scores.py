@@ -82,13 +82,21 @@ def mean_pairwise_distance(features: np.ndarray) -> float:
 
 def flags_for(layer: str, activation: float, trace_max: float, rank: int, failed_step: int,
               percentile: float = float("nan"), judge_label: str | None = None,
-              target_label: str | None = None) -> list[Flag]:
-    """The flags of one result, each with its reason and fix (an empty list: nothing to flag)."""
+              target_label: str | None = None, rectified: bool = True) -> list[Flag]:
+    """The flags of one result, each with its reason and fix (an empty list: nothing to flag).
+
+    ``rectified``: whether ``layer`` is a ReLU's output (so a unit at 0 gets no gradient); a layer without
+    one (logits, a pre-activation) that stayed below 0 is flagged with the fix that applies to it.
+    """
     flags = []
     if failed_step >= 0:
         flags.append(Flag(STOPPED_NAN, f"the run met a NaN/Inf at step {failed_step} and stopped there",
                           "lower the learning rate or the steps' scale; check the input range of the model"))
-    if max(activation, trace_max) <= 0:
+    if max(activation, trace_max) <= 0 and not rectified:
+        flags.append(Flag(NEVER_FIRED, f"{layer} stayed at or below 0 (it has no ReLU, so its gradient was not "
+                          f"zero: the run did not move it far enough)",
+                          "more steps or a larger learning rate, another seed, or another method"))
+    elif max(activation, trace_max) <= 0:
         pre = "" if layer.endswith(":pre") else f" (--layer {layer}:pre)"
         flags.append(Flag(NEVER_FIRED, f"{layer} never rose above 0: a rectified unit that is off at the start "
                           f"gets no gradient",
