@@ -225,7 +225,8 @@ def _run_demo(args) -> int:
 
 # ----- visualize ------------------------------------------------------------------------------------------
 
-VISUALIZE_METHODS = ("dgn_am", "pixel", "lucid")
+# Every registered method but the sampler, which is one of the sweep's class-layer methods.
+VISUALIZE_METHODS = tuple(m for m in registry.METHODS if m != "sampler")
 
 
 def _add_visualize(verbs) -> None:

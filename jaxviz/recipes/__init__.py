@@ -20,7 +20,7 @@ from jaxviz.recipes.accentuation import accentuation, proximity_to, seeded_fouri
 from jaxviz.recipes.dgn_am import dgn_am
 from jaxviz.recipes.generator import generator_code, generator_inversion, generator_render, reconstruct
 from jaxviz.recipes.lucid import card_fields, cppn, cppn_for, fourier_image_for, lowres_for, lucid, pyramid, pyramid_for
-from jaxviz.recipes.maco import digits_spectrum, maco, maco_image_for
+from jaxviz.recipes.maco import digits_spectrum, maco, maco_image_for, power_law_spectrum
 from jaxviz.recipes.mahendran_vedaldi import IMAGENET_PIXEL_STD, MV_LAMBDA_TV, mahendran_vedaldi, mv_learning_rates
 from jaxviz.recipes.ppgn import ppgn_condition, ppgn_prior, ppgn_sampler
 from jaxviz.recipes.preset import Preset
@@ -33,5 +33,5 @@ __all__ = [
     "mv_learning_rates", "lucid", "fourier_image_for", "generator_code", "generator_render",
     "generator_inversion", "reconstruct", "METHODS", "MethodSpec", "build", "method_spec",
     "card_fields", "cppn", "cppn_for", "pyramid", "pyramid_for", "lowres_for", "maco", "maco_image_for",
-    "digits_spectrum", "accentuation", "proximity_to", "seeded_fourier_for",
+    "digits_spectrum", "power_law_spectrum", "accentuation", "proximity_to", "seeded_fourier_for",
 ]

@@ -35,6 +35,14 @@ def digits_spectrum() -> np.ndarray:
     return magnitude_spectrum(display_images(images))
 
 
+def power_law_spectrum(channels: int, height: int, width: int, decay_power: float = 1.0) -> np.ndarray:
+    """(C, H, W) natural images' amplitude law ``1 / max(f, 1 / max(H, W))^decay_power`` (f in cycles per
+    pixel): a MACO magnitude for a model with no real images at hand (Lucid's Fourier image scale)."""
+    f = np.sqrt(np.fft.fftfreq(height)[:, None] ** 2 + np.fft.fftfreq(width)[None, :] ** 2)
+    m = 1.0 / np.maximum(f, 1.0 / max(height, width)) ** decay_power
+    return np.broadcast_to(m, (channels, height, width)).astype(np.float32)
+
+
 def maco_image_for(height: int, width: int, preprocessing: dict[str, Any] | None = None,
                    images: np.ndarray | None = None, magnitude: np.ndarray | None = None,
                    **kwargs: Any) -> MacoImage:
@@ -61,12 +69,14 @@ def maco_image_for(height: int, width: int, preprocessing: dict[str, Any] | None
 
 
 def maco(image_shape: Sequence[int], preprocessing: dict | None = None, images: np.ndarray | None = None,
-         steps: int = 256, lr: float = XPLIQUE_LR, robust: bool = True) -> Preset:
+         steps: int = 256, lr: float = XPLIQUE_LR, robust: bool = True,
+         magnitude: np.ndarray | None = None) -> Preset:
     """MACO with Xplique's settings: NAdam(1.0) on the phase, 256 steps, robustness transforms (Xplique
-    uses random crops and noise; here the library's standard jitter, scale and rotate)."""
+    uses random crops and noise; here the library's standard jitter, scale and rotate). The spectrum is
+    ``magnitude`` or that of ``images``, as in ``maco_image_for``."""
     h, w = int(image_shape[0]), int(image_shape[1])
     method = Method(steps, optax.nadam(lr), transform=T.standard_transforms() if robust else None, name="maco")
-    return Preset(maco_image_for(h, w, preprocessing, images), method, name="maco")
+    return Preset(maco_image_for(h, w, preprocessing, images, magnitude), method, name="maco")
 
 
-__all__ = ["maco", "maco_image_for", "digits_spectrum", "display_images", "XPLIQUE_LR"]
+__all__ = ["maco", "maco_image_for", "digits_spectrum", "power_law_spectrum", "display_images", "XPLIQUE_LR"]

@@ -9,6 +9,17 @@ post-ReLU unit that is off at the start gets a zero gradient and never moves (me
 pair's fc6, DGN-AM, 200 steps, every 4th unit: 10 of 64 units fire through ``fc6``, 62 of 64 through
 ``fc6:pre``). The reported activation and rank stay those of the layer asked for. The recipes themselves
 (``recipes.dgn_am`` and the others) keep the papers' exact behaviour: they optimize what they are given.
+
+``lucid``, ``maco``, ``cppn`` and ``pyramid`` fit their images to the model's card (``image_card``); MACO's
+fixed magnitude is the shipped digits' spectrum on a gray 28x28 card and the natural-image power law
+otherwise (``maco_magnitude``).
+
+Feature accentuation (``recipes.accentuation``) is not registered. It starts from a real image and keeps
+near it, so a method here would need a seed per unit (say the reference set's image of highest activation,
+``jaxviz.lenses.exemplars``): that is a different parameterization and objective for every unit, where a
+registered method is one compiled program for a whole layer, and a model without a reference set has no
+seed at all. Its atlas score would also say little: the seed for a class unit is already a real digit of
+that class, so the judge reads the seed, not the method. Call ``recipes.accentuation`` with an image.
 """
 
 from __future__ import annotations
@@ -16,12 +27,15 @@ from __future__ import annotations
 import dataclasses
 from typing import Callable
 
+import numpy as np
+
 from jaxviz.core import objectives
 from jaxviz.core.objectives import Objective
 from jaxviz.models import preprocessing as pp
 from jaxviz.models.model import Model
 from jaxviz.recipes.dgn_am import dgn_am
-from jaxviz.recipes.lucid import lucid
+from jaxviz.recipes.lucid import card_fields, cppn, lucid, pyramid
+from jaxviz.recipes.maco import maco, power_law_spectrum
 from jaxviz.recipes.ppgn import ppgn_sampler
 from jaxviz.recipes.preset import Preset
 from jaxviz.recipes.yosinski import pixel_am
@@ -89,8 +103,44 @@ def _sampler(classifier: Model, generator: Model | None, layer: str, steps: int 
     return preset, preset.objective
 
 
+def image_card(classifier: Model) -> dict:
+    """The card the sigmoid-rendered images (lucid, maco, cppn, pyramid) are fitted to: the model's own,
+    gray when it takes one channel and names no channel order (a user's model without a card; the
+    recipes' default order is Caffe's BGR, which would render three channels)."""
+    card = dict(classifier.preprocessing or {})
+    if "channel_order" not in card and int(classifier.input_shape[-1]) == 1:
+        card["channel_order"] = "gray"
+    return card
+
+
 def _lucid(classifier: Model, generator: Model | None, layer: str, steps: int | None):
-    return lucid(classifier.input_shape, classifier.preprocessing, **_steps(steps)), objectives.unit(layer)
+    return lucid(classifier.input_shape, image_card(classifier), **_steps(steps)), objectives.unit(layer)
+
+
+def maco_magnitude(classifier: Model) -> np.ndarray | None:
+    """The spectrum the ``maco`` method fixes: None (the shipped digits') for a gray 28x28 card, else the
+    natural-image power law, since a user's model comes with no images of its own to take one from."""
+    h, w = (int(v) for v in classifier.input_shape[:2])
+    channels = card_fields(h, w, image_card(classifier))["channels"]
+    return None if (channels, h, w) == (1, 28, 28) else power_law_spectrum(channels, h, w)
+
+
+def _maco(classifier: Model, generator: Model | None, layer: str, steps: int | None):
+    preset = maco(classifier.input_shape, image_card(classifier), magnitude=maco_magnitude(classifier),
+                  **_steps(steps))
+    return preset, objectives.unit(layer)
+
+
+def _cppn(classifier: Model, generator: Model | None, layer: str, steps: int | None):
+    # Without the robustness transforms: measured on the embedded pair (fc8, 512 steps, seed 0), the judge
+    # reads 10 of 10 classes without them against 4 of 10 with them, where 4 of the 10 images collapse to
+    # a flat one that no gradient moves again.
+    preset = cppn(classifier.input_shape, image_card(classifier), robust=False, **_steps(steps))
+    return preset, objectives.unit(layer)
+
+
+def _pyramid(classifier: Model, generator: Model | None, layer: str, steps: int | None):
+    return pyramid(classifier.input_shape, image_card(classifier), **_steps(steps)), objectives.unit(layer)
 
 
 METHODS: dict[str, MethodSpec] = {m.name: m for m in (
@@ -98,6 +148,10 @@ METHODS: dict[str, MethodSpec] = {m.name: m for m in (
     MethodSpec("pixel", "pixels under Yosinski et al. 2015 priors (setting 4, made readable)", False, _pixel),
     MethodSpec("sampler", "PPGN-style sampler, class layers (survey eq. 13)", True, _sampler),
     MethodSpec("lucid", "Fourier image, Adam, robustness transforms (Lucid's default)", False, _lucid),
+    MethodSpec("maco", "phase-only Fourier image, natural-image magnitude (Fel et al. 2023)", False, _maco),
+    MethodSpec("cppn", "CPPN image of the pixel coordinates, Adam (Lucid; no transforms, made readable)", False,
+               _cppn),
+    MethodSpec("pyramid", "Laplacian pyramid image, Adam, transforms (Lucid)", False, _pyramid),
 )}
 
 
@@ -122,4 +176,5 @@ def build(name: str, classifier: Model, generator: Model | None, layer: str, ste
     return preset, objective
 
 
-__all__ = ["MethodSpec", "METHODS", "CLASS_LAYERS", "OBJECTIVE_NAMES", "method_spec", "build", "live_layer", "unit_objective"]
+__all__ = ["MethodSpec", "METHODS", "CLASS_LAYERS", "OBJECTIVE_NAMES", "method_spec", "build", "live_layer", "unit_objective",
+           "image_card", "maco_magnitude"]

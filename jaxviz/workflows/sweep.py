@@ -51,7 +51,7 @@ from jaxviz.workflows.runfolder import (CHUNKS, MANIFEST, METADATA, RESULTS, UNI
                                        open_output, write_or_explain)
 
 FORMAT = "jaxviz-sweep/1"
-METHODS = ("dgn_am", "pixel", "sampler", "lucid")  # the registry's methods a sweep runs per unit
+METHODS = tuple(registry.METHODS)  # the registry's methods, each run per unit
 
 
 @dataclasses.dataclass(frozen=True)
