@@ -37,6 +37,8 @@ class MethodSpec:
     summary: str                 # one line for --help and galleries
     needs_generator: bool
     build: Builder
+    # The objective kind "auto" means for this method, from (classifier, layer): see default_kind.
+    auto_kind: Callable[[Model, str], str] = lambda classifier, layer: "pre"
 
 
 def _steps(steps: int | None) -> dict:
@@ -44,10 +46,15 @@ def _steps(steps: int | None) -> dict:
 
 
 CLASS_LAYERS = ("fc8", "prob")
-KINDS = (None, "unit", "log_softmax")
-# The objective kinds by the names the CLI and sweeps use: auto (the default of ``unit_objective``), raw
-# (exactly the layer named) and log_softmax (selectivity across the live layer).
-OBJECTIVE_NAMES = {"auto": None, "raw": "unit", "log_softmax": "log_softmax"}
+KINDS = (None, "unit", "pre", "log_softmax", "tempered_log_softmax")
+# The objective kinds by the names the CLI and sweeps use: auto (the method's own default, ``auto_kind``),
+# raw (exactly the layer named), pre (the unit through its pre-activation), log_softmax (selectivity across
+# the live layer) and tempered (that selectivity at TEMPERATURE).
+OBJECTIVE_NAMES = {"auto": None, "raw": "unit", "pre": "pre", "log_softmax": "log_softmax",
+                   "tempered": "tempered_log_softmax"}
+TEMPERATURE = 5.0
+"""The tempered selectivity's T (``objectives.log_softmax``): the best of 2, 3, 4, 5, 7, 10 and 30 on the
+embedded pair's fc6 with DGN-AM (README, "Sweeps"); it is on the scale of the layer's activations."""
 
 
 def live_layer(classifier: Model, layer: str) -> str:
@@ -61,15 +68,31 @@ def live_layer(classifier: Model, layer: str) -> str:
 def unit_objective(classifier: Model, layer: str, kind: str | None = None) -> Objective:
     """The objective for the units of ``layer`` (unit index from the run's target); see the module doc.
 
-    ``kind`` None: the default above; "unit": the raw activation of ``layer`` itself; "log_softmax":
-    selectivity across the (live) layer.
+    ``kind`` "unit": the raw activation of ``layer`` itself; "pre" (None): the unit through the live layer
+    (``live_layer``); "log_softmax": selectivity across the live layer; "tempered_log_softmax": that
+    selectivity at ``TEMPERATURE``.
     """
     if kind not in KINDS:
-        raise ValueError(f"objective kind {kind!r}: expected one of unit, log_softmax")
+        raise ValueError(f"objective kind {kind!r}: expected one of {', '.join(k for k in KINDS if k)}")
     if kind == "unit":
         return objectives.unit(layer)
     target = live_layer(classifier, layer)
-    return objectives.log_softmax(target) if kind == "log_softmax" else objectives.unit(target)
+    if kind == "log_softmax":
+        return objectives.log_softmax(target)
+    if kind == "tempered_log_softmax":
+        return objectives.log_softmax(target, temperature=TEMPERATURE)
+    return objectives.unit(target)
+
+
+def _selective_hidden(classifier: Model, layer: str) -> str:
+    # A rectified hidden layer read through its pre-activation gets the tempered selectivity; class layers
+    # and layers without a pre-activation tap keep the unit itself (only fc6 was measured).
+    return "tempered_log_softmax" if live_layer(classifier, layer) != layer else "pre"
+
+
+def default_kind(name: str, classifier: Model, layer: str) -> str:
+    """The objective kind that "auto" means for method ``name`` on ``layer``."""
+    return method_spec(name).auto_kind(classifier, layer)
 
 
 def _dgn_am(classifier: Model, generator: Model | None, layer: str, steps: int | None):
@@ -94,7 +117,7 @@ def _lucid(classifier: Model, generator: Model | None, layer: str, steps: int | 
 
 
 METHODS: dict[str, MethodSpec] = {m.name: m for m in (
-    MethodSpec("dgn_am", "generator code (Nguyen et al. 2016)", True, _dgn_am),
+    MethodSpec("dgn_am", "generator code (Nguyen et al. 2016)", True, _dgn_am, _selective_hidden),
     MethodSpec("pixel", "pixels under Yosinski et al. 2015 priors (setting 4, made readable)", False, _pixel),
     MethodSpec("sampler", "PPGN-style sampler, class layers (survey eq. 13)", True, _sampler),
     MethodSpec("lucid", "Fourier image, Adam, robustness transforms (Lucid's default)", False, _lucid),
@@ -118,8 +141,9 @@ def build(name: str, classifier: Model, generator: Model | None, layer: str, ste
         raise ValueError(f"method {name!r} optimizes a generator code: pass a generator")
     preset, objective = spec.build(classifier, generator, layer, steps)
     if name != "sampler":
-        objective = unit_objective(classifier, layer, kind)
+        objective = unit_objective(classifier, layer, spec.auto_kind(classifier, layer) if kind is None else kind)
     return preset, objective
 
 
-__all__ = ["MethodSpec", "METHODS", "CLASS_LAYERS", "OBJECTIVE_NAMES", "method_spec", "build", "live_layer", "unit_objective"]
+__all__ = ["MethodSpec", "METHODS", "CLASS_LAYERS", "KINDS", "OBJECTIVE_NAMES", "TEMPERATURE", "method_spec", "build",
+           "default_kind", "live_layer", "unit_objective"]
