@@ -25,7 +25,7 @@ from jaxviz.core.objectives import CODE, IMAGE, Objective, rank_in_layer, unit_v
 from jaxviz.core.operators import Operator, OperatorContext
 from jaxviz.core.params import Parameterization
 from jaxviz.core.transforms import Transform
-from jaxviz.models import layers
+from jaxviz.core import relu_rules
 
 NetApply = Callable[[Any, jax.Array, Sequence[str]], dict]
 
@@ -102,7 +102,7 @@ def _redirected_early(value_and_grad: Callable, steps: int, total: int) -> Calla
     whole run and traces one gradient.
     """
     def redirected(*args):
-        with layers.relu_backward("redirected"):
+        with relu_rules.relu_backward("redirected"):
             return value_and_grad(*args)
 
     def early(net_params, aux_params, z, target, key, step):
