@@ -281,14 +281,16 @@ def test_dgn_am_defaults_to_the_tempered_selectivity_on_a_rectified_hidden_layer
 
 def test_a_folder_of_the_earlier_dgn_am_default_is_not_resumed_with_the_new_one(models, tmp_path):
     config = sw.SweepConfig("fc6", (0, 1), "dgn_am", steps=2, chunk_size=2)
-    out = tmp_path / "s"
-    sw.sweep(*models, config, out, progress=False)
-    manifest = json.loads((out / runfolder.MANIFEST).read_text())
-    assert manifest["auto_objective"] == "tempered_log_softmax"
-    del manifest["auto_objective"]                     # what the earlier default wrote
-    (out / runfolder.MANIFEST).write_text(json.dumps(manifest))
+    sw.sweep(*models, config, tmp_path / "auto", progress=False, max_chunks=0)
+    assert json.loads((tmp_path / "auto" / runfolder.MANIFEST).read_text())["auto_objective"] == "tempered_log_softmax"
+    # --objective pre writes what the earlier auto wrote (neither objective nor auto_objective)
+    old = tmp_path / "old"
+    sw.sweep(*models, dataclasses.replace(config, objective="pre"), old, progress=False)
+    manifest = json.loads((old / runfolder.MANIFEST).read_text())
+    assert "objective" not in manifest and "auto_objective" not in manifest
     with pytest.raises(runfolder.SweepError, match="different sweep.*auto_objective"):
-        sw.sweep(*models, config, out, progress=False)
+        sw.sweep(*models, config, old, progress=False)
+    assert sw.sweep(*models, dataclasses.replace(config, objective="pre"), old, progress=False).computed == 0
 
 
 @pytest.mark.slow

@@ -71,8 +71,9 @@ class SweepConfig:
         """The fields a folder's results must match to be resumed."""
         ident = {"layer": self.layer, "units": list(self.units), "method": self.method, "steps": self.steps,
                  "seeds_per_unit": self.seeds_per_unit, "seed": self.seed}
-        # Only a non-default objective is recorded, so folders written before it existed still resume.
-        return ident if self.objective == "auto" else {**ident, "objective": self.objective}
+        # auto and pre (what auto always meant before dgn_am's tempered default, which sweep() records as
+        # auto_objective) are not recorded, so folders written before the option existed still resume.
+        return ident if self.objective in ("auto", "pre") else {**ident, "objective": self.objective}
 
 
 # ----- units and labels -------------------------------------------------------------------------------
