@@ -250,9 +250,11 @@ def _add_visualize(verbs) -> None:
 
 def _objective_option(p) -> None:
     p.add_argument("--objective", choices=tuple(registry.OBJECTIVE_NAMES), default="auto",
-                   help="auto: the unit's activation, through its pre-activation for a rectified hidden layer "
-                        "(fc6 -> fc6:pre); raw: exactly the layer named; log_softmax: selectivity across the "
-                        "layer, which puts the unit on top more often (default auto)")
+                   help="auto: the method's default (pre; for dgn_am on a rectified hidden layer, tempered); "
+                        "raw: exactly the layer named; pre: the unit's activation through its pre-activation "
+                        "for a rectified hidden layer (fc6 -> fc6:pre); log_softmax: selectivity across the "
+                        f"layer, which puts the unit on top more often; tempered: that selectivity at "
+                        f"T={registry.TEMPERATURE:g} (default auto)")
 
 
 def _run_visualize(args) -> int:

@@ -176,6 +176,65 @@ def test_a_compiled_function_is_retraced_under_another_rule():
         layers.relu_backward("zeiler")
 
 
+# ----- the redirected rule (Lucid's redirected ReLU gradient) --------------------------------------------------
+
+R1 = np.eye(2, dtype=np.float32)                       # hidden pre-activation: x - 1 per unit
+R_B1 = np.array([-1.0, -1.0], np.float32)
+R_W2 = np.array([1.0, 2.0], np.float32)                # output pre-activation: h . (1, 2) - 0.5
+R_B2 = np.float32(-0.5)
+
+
+def redirect_net(x: jax.Array) -> jax.Array:
+    """relu(w2 . relu(x + b1) + b2) per example of a (batch, 2) input: two ReLU layers."""
+    h = layers.leaky_relu(x @ R1 + R_B1)
+    return layers.leaky_relu(h @ R_W2 + R_B2)
+
+
+def redirected_grad(x: np.ndarray) -> np.ndarray:
+    with layers.relu_backward("redirected"):
+        return np.asarray(jax.grad(lambda a: redirect_net(a).sum())(jnp.asarray(x)))
+
+
+def test_redirected_rule_moves_a_net_whose_gradient_is_zero_toward_firing():
+    # At x = 0 every ReLU is off: the gradient is exactly zero. Redirected, the output's signal 1 passes its
+    # ReLU (it pushes up), reaches the hidden layer as w2 = (1, 2) > 0, passes those ReLUs too, and arrives
+    # as W1^T w2 = (1, 2). One unit step along it: hidden (0, 1), output 2 - 0.5 = 1.5 > 0.
+    x = np.zeros((1, 2), np.float32)
+    assert np.all(np.asarray(jax.grad(lambda a: redirect_net(a).sum())(jnp.asarray(x))) == 0)
+    g = redirected_grad(x)
+    np.testing.assert_allclose(g, [[1.0, 2.0]])
+    assert float(redirect_net(jnp.asarray(x + g))[0]) == pytest.approx(1.5)
+
+
+def test_redirected_rule_blocks_a_signal_that_pushes_an_off_unit_down():
+    # Both hidden units off; the objective rewards unit 0 and penalizes unit 1: only unit 0's signal passes.
+    with layers.relu_backward("redirected"):
+        g = jax.grad(lambda a: (layers.leaky_relu(a) * jnp.array([1.0, -1.0])).sum())(jnp.array([[-1.0, -1.0]]))
+    np.testing.assert_allclose(np.asarray(g), [[1.0, 0.0]])
+
+
+def test_redirected_rule_is_the_gradient_where_some_unit_is_active():
+    # x = (2, 0): hidden (1, 0) and output 0.5 are on, so the ordinary gradient (1, 0) gets through at every
+    # ReLU, and the redirected rule leaves it alone even though hidden unit 1 is off with a positive signal.
+    x = np.array([[2.0, 0.0]], np.float32)
+    plain = np.asarray(jax.grad(lambda a: redirect_net(a).sum())(jnp.asarray(x)))
+    np.testing.assert_allclose(plain, [[1.0, 0.0]])
+    np.testing.assert_allclose(redirected_grad(x), plain)
+
+
+def test_redirected_rule_decides_per_example():
+    # Row 0 is all off (redirected), row 1 has an active unit (ordinary): each as it would be alone.
+    x = np.array([[0.0, 0.0], [2.0, 0.0]], np.float32)
+    np.testing.assert_allclose(redirected_grad(x), [[1.0, 2.0], [1.0, 0.0]])
+    per_run = jax.vmap(lambda a: redirected_grad_traced(a[None])[0])(jnp.asarray(x))
+    np.testing.assert_allclose(np.asarray(per_run), [[1.0, 2.0], [1.0, 0.0]])
+
+
+def redirected_grad_traced(x: jax.Array) -> jax.Array:
+    with layers.relu_backward("redirected"):
+        return jax.grad(lambda a: redirect_net(a).sum())(x)
+
+
 # ----- many units in one program ------------------------------------------------------------------------------
 
 def conv_pool_net(params, x, taps):

@@ -38,6 +38,27 @@ def test_log_softmax_gradient_with_respect_to_logits():
     np.testing.assert_allclose(grad, jax.nn.one_hot(1, 5) - s, rtol=1e-6, atol=1e-7)
 
 
+def test_tempered_log_softmax_closed_form_and_limits():
+    """T log softmax(a / T): T = 1 is the plain objective; as T -> 0 the gradient tends to that of the
+    margin over the best other unit while the target is beaten (and to 0 once it leads), as T -> inf to
+    that of the target minus the layer's mean."""
+    a = np.asarray(FC, np.float64)
+    acts = {"fc": FC}
+    for t in (0.5, 5.0):
+        want = t * (a[:, 2] / t - np.log(np.exp(a / t).sum(-1)))
+        assert float(O.log_softmax("fc", 2, temperature=t)(acts)) == pytest.approx(float(want.sum()), rel=1e-5)
+    assert float(O.log_softmax("fc", 2, temperature=1.0)(acts)) == float(O.log_softmax("fc", 2)(acts))
+    grad = lambda t: np.asarray(jax.grad(lambda x: O.log_softmax("fc", 2, temperature=t)({"fc": x}))(FC))
+    best_other = np.where(np.arange(5) == 2, -np.inf, a).argmax(-1)
+    beaten = (a[:, 2] < a[np.arange(2), best_other])[:, None]          # row 0: the target leads; row 1: not
+    assert beaten.ravel().tolist() == [False, True]
+    margin = (np.eye(5)[[2, 2]] - np.eye(5)[best_other]) * beaten
+    np.testing.assert_allclose(grad(1e-3), margin, atol=1e-3)
+    np.testing.assert_allclose(grad(1e4), np.eye(5)[[2, 2]] - 0.2, atol=1e-3)
+    with pytest.raises(ValueError, match="temperature > 0"):
+        O.log_softmax("fc", 2, temperature=0.0)
+
+
 def test_weighted_units_maximize_one_and_minimize_another():
     acts = {"fc": FC}
     both = O.weighted_units("fc", {0: 1.0, 4: -0.5})(acts)

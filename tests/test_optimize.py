@@ -173,3 +173,47 @@ def test_setups_that_differ_in_a_value_compile_apart(net, monkeypatch):
     for layer in ("fc8", "fc7"):
         visualize_batch(net, O.unit(layer), keys=keys, targets=targets, method=Method(2, gradient_ascent(1.0)))
     assert len(built) == 3  # lr 1 (twice, shared with fc8 below), lr 2, and fc7
+
+
+class _GatedNet:
+    """One ReLU unit over a 2x2 image, off at the start: ``relu(sum(x) - 8)``, two hidden ReLUs before it."""
+
+    input_shape = (2, 2, 1)
+    params = None
+
+    @staticmethod
+    def function(params, x, taps):
+        from jaxviz.models import layers
+        hidden = layers.leaky_relu(jnp.stack([x.sum(axis=(1, 2, 3)), x.sum(axis=(1, 2, 3))], -1) - 4.0)
+        return {"y": layers.leaky_relu(hidden.sum(-1, keepdims=True) - 8.0)}
+
+
+@pytest.mark.parametrize("loop", ["scan", "host"])
+def test_redirected_relu_steps_start_a_run_whose_gradient_is_zero(loop):
+    import dataclasses
+
+    method = Method(10, gradient_ascent(0.5), stop_on_zero_grad=True, loop=loop)
+    start = jnp.zeros((1, 2, 2, 1))
+    plain = visualize(_GatedNet(), O.unit("y", 0), method=method, z0=start)
+    assert int(plain.stopped_step) == 0 and float(plain.final_activation[0]) == 0.0   # nothing gets through
+    # Redirected for 4 updates: each raises every pixel by 0.5 * 2 (both hidden paths), the sum s by 4, so
+    # the hidden units fire at step 2 (s = 8, the output's input exactly 0) and the output at step 3
+    # (s = 12: 2 * 8 - 8); from there the true gradient carries it on, the output rising 2 * 4 per step.
+    early = visualize(_GatedNet(), O.unit("y", 0), method=dataclasses.replace(method, redirected_relu_steps=4),
+                      z0=start)
+    assert int(early.stopped_step) == -1
+    trace = np.asarray(early.activation[:, 0])
+    np.testing.assert_allclose(trace, [0, 0, 0, 8, 16, 24, 32, 40, 48, 56], atol=1e-5)
+    np.testing.assert_allclose(float(early.final_activation[0]), 64.0, rtol=1e-6)
+    # Only the first steps are redirected: from a start where the unit fires, the runs are the same.
+    on = jnp.full((1, 2, 2, 1), 5.0)
+    a = visualize(_GatedNet(), O.unit("y", 0), method=method, z0=on)
+    b = visualize(_GatedNet(), O.unit("y", 0), method=dataclasses.replace(method, redirected_relu_steps=4), z0=on)
+    np.testing.assert_allclose(np.asarray(a.activation), np.asarray(b.activation))
+
+
+def test_redirected_relu_steps_must_not_be_negative():
+    import dataclasses
+
+    with pytest.raises(ValueError, match="redirected_relu_steps must be >= 0"):
+        visualize(_GatedNet(), O.unit("y", 0), method=dataclasses.replace(METHOD, redirected_relu_steps=-1))

@@ -20,7 +20,7 @@ from jaxviz.recipes import registry
 from jaxviz.workflows import devices, runfolder
 from jaxviz.workflows import sweep as sw
 from jaxviz.models import load
-from jaxviz.core.run import optimize as visualize, unit_keys
+from jaxviz.core.run import optimize as visualize, optimize_batch, unit_keys
 
 from tests.conftest import REPO
 
@@ -255,3 +255,56 @@ def test_demo_writes_the_atlas_gallery(tmp_path):
     assert "evidence.png" in page and (tmp_path / "demo" / "evidence.png").is_file()
     atlas = json.loads((tmp_path / "demo" / "atlas.json").read_text())
     assert {m: atlas[m]["units"] for m in ("dgn_am", "pixel")} == {"dgn_am": 10, "pixel": 10}
+
+
+# ----- the registry's default objectives --------------------------------------------------------------------
+
+def test_dgn_am_defaults_to_the_tempered_selectivity_on_a_rectified_hidden_layer(models):
+    clf, gen = models
+    _, auto = registry.build("dgn_am", clf, gen, "fc6", 3)
+    assert auto.unit_layer == "fc6:pre" and f"T={registry.TEMPERATURE:g}" in auto.name
+    acts = {"fc6:pre": np.array([[3.0, 1.0, -2.0]], np.float32)}
+    t = registry.TEMPERATURE
+    want = t * (3.0 / t - np.log(np.exp(np.array([3.0, 1.0, -2.0]) / t).sum()))
+    assert float(auto(acts, 0)) == pytest.approx(want, rel=1e-6)
+    # the other names keep what they were: pre (the earlier auto), raw, log_softmax at T = 1
+    assert registry.build("dgn_am", clf, gen, "fc6", 3, kind="pre")[1].name == "unit(fc6:pre, target)"
+    assert registry.build("dgn_am", clf, gen, "fc6", 3, kind="unit")[1].name == "unit(fc6, target)"
+    assert registry.build("dgn_am", clf, gen, "fc6", 3, kind="log_softmax")[1].name == "log_softmax(fc6:pre, None)"
+    # class layers and the other methods keep the unit itself
+    assert registry.build("dgn_am", clf, gen, "fc8", 3)[1].name == "unit(fc8, target)"
+    assert registry.build("pixel", clf, gen, "fc6", 3)[1].name == "unit(fc6:pre, target)"
+    assert set(registry.OBJECTIVE_NAMES.values()) == set(registry.KINDS)
+    with pytest.raises(ValueError, match="expected one of unit, pre, log_softmax, tempered_log_softmax"):
+        registry.unit_objective(clf, "fc6", "margin")
+
+
+def test_a_folder_of_the_earlier_dgn_am_default_is_not_resumed_with_the_new_one(models, tmp_path):
+    config = sw.SweepConfig("fc6", (0, 1), "dgn_am", steps=2, chunk_size=2)
+    sw.sweep(*models, config, tmp_path / "auto", progress=False, max_chunks=0)
+    assert json.loads((tmp_path / "auto" / runfolder.MANIFEST).read_text())["auto_objective"] == "tempered_log_softmax"
+    # --objective pre writes what the earlier auto wrote (neither objective nor auto_objective)
+    old = tmp_path / "old"
+    sw.sweep(*models, dataclasses.replace(config, objective="pre"), old, progress=False)
+    manifest = json.loads((old / runfolder.MANIFEST).read_text())
+    assert "objective" not in manifest and "auto_objective" not in manifest
+    with pytest.raises(runfolder.SweepError, match="different sweep.*auto_objective"):
+        sw.sweep(*models, config, old, progress=False)
+    assert sw.sweep(*models, dataclasses.replace(config, objective="pre"), old, progress=False).computed == 0
+
+
+@pytest.mark.slow
+def test_the_default_fc6_objective_puts_more_units_on_top_than_the_raw_one(models):
+    """On 8 fc6 units of the embedded pair (DGN-AM, 100 steps): the target is the layer's strongest unit on
+    the best image more often with the default objective than with the raw activation (README, Sweeps)."""
+    clf, gen = models
+    units = list(range(0, 256, 32))
+    targets, keys = unit_keys(0, units)
+    on_top = {}
+    for kind in (None, "unit"):
+        preset, objective = registry.build("dgn_am", clf, gen, "fc6", 100, kind=kind)
+        result = optimize_batch(clf, objective, preset.param, keys=keys, targets=targets, method=preset.method,
+                                aux_params=preset.aux_params)
+        fc6 = np.asarray(clf.function(clf.params, result.best_image[:, 0], ("fc6",))["fc6"])
+        on_top[kind] = int((fc6.argmax(-1) == np.asarray(units)).sum())
+    assert on_top[None] > on_top["unit"] and on_top[None] >= 4, on_top

@@ -25,6 +25,7 @@ from jaxviz.core.objectives import CODE, IMAGE, Objective, rank_in_layer, unit_v
 from jaxviz.core.operators import Operator, OperatorContext
 from jaxviz.core.params import Parameterization
 from jaxviz.core.transforms import Transform
+from jaxviz.core import relu_rules
 
 NetApply = Callable[[Any, jax.Array, Sequence[str]], dict]
 
@@ -41,6 +42,7 @@ class Method:
     images_per_run: int = 1                 # >1 for batch objectives such as diversity
     name: str = "custom"                    # shown in results and galleries
     loop: str = "auto"                      # "scan" (one device program), "host" (compiled step): resolve_loop
+    redirected_relu_steps: int = 0          # the first N updates pass ReLU gradients by Lucid's redirected rule
 
 
 class Result(NamedTuple):
@@ -90,6 +92,31 @@ def _target_activation(objective: Objective, acts: dict, target: Any) -> tuple[j
     return act, rank.astype(jnp.int32)
 
 
+def _redirected_early(value_and_grad: Callable, steps: int, total: int) -> Callable:
+    """``value_and_grad`` whose ReLUs pass the gradient by the redirected rule for updates ``i < steps``.
+
+    Lucid's redirected ReLU gradient lets a run start where the target's ReLU (or a layer before it) is off
+    for the image and nothing gets through; after the first steps the true gradient takes over. The rule is
+    chosen when tracing, so both gradients are traced and ``lax.cond`` picks one per step (the step index
+    is not mapped over runs, so it stays a branch, not a select of both); ``steps >= total`` redirects the
+    whole run and traces one gradient.
+    """
+    def redirected(*args):
+        with relu_rules.relu_backward("redirected"):
+            return value_and_grad(*args)
+
+    def early(net_params, aux_params, z, target, key, step):
+        args = (net_params, aux_params, z, target, key)
+        return jax.lax.cond(step < steps, redirected, value_and_grad, *args)
+
+    return early if steps < total else (lambda *args, step: redirected(*args))
+
+
+def _plain(value_and_grad: Callable) -> Callable:
+    """``value_and_grad`` that takes (and ignores) the step index."""
+    return lambda *args, step: value_and_grad(*args)
+
+
 class RunParts(NamedTuple):
     """A run split in three pure functions, so a driver can loop on the device or from the host."""
 
@@ -117,6 +144,12 @@ def run_parts(net_apply: NetApply, objective: Objective, param: Parameterization
         return objective(acts, target), acts
 
     value_and_grad = jax.value_and_grad(forward, argnums=2, has_aux=True)
+    if method.redirected_relu_steps < 0:
+        raise ValueError(f"redirected_relu_steps must be >= 0, got {method.redirected_relu_steps}")
+    if method.redirected_relu_steps:
+        value_and_grad = _redirected_early(value_and_grad, method.redirected_relu_steps, method.steps)
+    else:
+        value_and_grad = _plain(value_and_grad)
 
     def init(net_params, aux_params, target, key, z0=None) -> _Carry:
         init_key, loop_key = jax.random.split(key)
@@ -128,7 +161,7 @@ def run_parts(net_apply: NetApply, objective: Objective, param: Parameterization
 
     def step(net_params, aux_params, target, carry: _Carry, i: jax.Array) -> _Carry:
         transform_key, operator_key = jax.random.split(jax.random.fold_in(carry.loop_key, i))
-        (value, acts), grad = value_and_grad(net_params, aux_params, carry.z, target, transform_key)
+        (value, acts), grad = value_and_grad(net_params, aux_params, carry.z, target, transform_key, step=i)
         activation, _ = _target_activation(objective, acts, target)
         # optax minimizes: feed it the gradient of -objective.
         updates, opt_state = method.optimizer.update(jax.tree_util.tree_map(jnp.negative, grad),

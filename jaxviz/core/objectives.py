@@ -162,16 +162,24 @@ def softmax(layer: str, index: int | None = None, position: Position = "center")
     return Objective(fn, frozenset({layer}), f"softmax({layer}, {index})", layer, position, index)
 
 
-def log_softmax(layer: str, index: int | None = None, position: Position = "center") -> Objective:
+def log_softmax(layer: str, index: int | None = None, position: Position = "center",
+                temperature: float = 1.0) -> Objective:
     """Log-softmax selectivity of a unit across its layer, with its exact gradient (survey seed Table 1c).
 
     d/dx log s_c = d a_c/dx - sum_j s_j d a_j/dx: the target rises while every other unit is pushed down
-    in proportion to its own probability, so the image becomes selective for the target.
+    in proportion to its own probability, so the image becomes selective for the target. A ``temperature``
+    T computes ``T log softmax(a / T)``: T = 1 is the plain objective; a larger T spreads the push over
+    more competitors (T -> inf: the target minus the layer's mean), a smaller one keeps it on the strongest
+    (T -> 0: the margin over the best other unit).
     """
+    if not temperature > 0:
+        raise ValueError(f"log_softmax needs a temperature > 0, got {temperature}")
+
     def fn(acts: Acts, target: Any) -> jax.Array:
-        ls = jax.nn.log_softmax(unit_values(acts, layer, position), axis=-1)
-        return _pick(ls, _index(index, target), layer).sum()
-    return Objective(fn, frozenset({layer}), f"log_softmax({layer}, {index})", layer, position, index)
+        ls = jax.nn.log_softmax(unit_values(acts, layer, position) / temperature, axis=-1)
+        return temperature * _pick(ls, _index(index, target), layer).sum()
+    name = f"log_softmax({layer}, {index})" if temperature == 1.0 else f"log_softmax({layer}, {index}, T={temperature:g})"
+    return Objective(fn, frozenset({layer}), name, layer, position, index)
 
 
 def weighted_units(layer: str, weights: Mapping[int, float] | Sequence[float],

@@ -20,7 +20,9 @@ import numpy as np
 from jaxviz.models import layers
 from jaxviz.models import preprocessing as pp
 
-RULES = layers.RELU_RULES
+# The projection methods; the redirected rule is an optimization aid (it differs from the gradient only where
+# the gradient is zero), not one of the papers' projections.
+RULES = tuple(r for r in layers.RELU_RULES if r != "redirected")
 KEEPS = ("map", "max")
 """What of the unit's activation is sent back: ``"map"`` the unit's whole channel map (its value, for a
 vector layer), ``"max"`` only its strongest activation; a ``(row, col)`` position keeps that one value."""

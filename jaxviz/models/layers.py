@@ -15,6 +15,9 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from jaxviz.core import relu_rules
+from jaxviz.core.relu_rules import RELU_RULES, relu_backward  # noqa: F401  (the layers' names for them)
+
 
 def caffe_pool_output_size(size: int, kernel: int, stride: int, pad: int) -> int:
     """Caffe's pooled size: ceil division, minus one if the last window would start inside the padding."""
@@ -406,66 +409,12 @@ def leaky_relu(x: jax.Array, negative_slope: float = 0.0) -> jax.Array:
     Inside ``relu_backward(rule)`` its backward pass follows ``rule`` (see ``RELU_RULES``); the rule is read
     when the function is traced, and it is part of every ``jax.jit`` cache key.
     """
-    rule = _RELU_RULE.value
+    rule = relu_rules.current()
     if rule is not None:
-        return _RULED_RELU[rule](x, float(negative_slope))
+        return relu_rules.ruled_relu(rule)(x, float(negative_slope))
     if negative_slope == 0.0:
         return jnp.maximum(x, 0.0)
     return jnp.where(x > 0, x, negative_slope * x)
-
-
-RELU_RULES = ("gradient", "deconvnet", "guided")
-"""How a ReLU passes the backward signal ``g`` (x: its input; slope s: ``negative_slope``, 0 for a plain ReLU):
-``"gradient"`` ``g * (x > 0 ? 1 : s)`` (the true derivative; Simonyan et al. 2014's saliency);
-``"deconvnet"`` ``g > 0 ? g : s * g``, the ReLU applied to the signal, ignoring the forward mask (Zeiler &
-Fergus 2014); ``"guided"`` the gradient, zeroed where ``g <= 0`` (Springenberg et al. 2015)."""
-
-# A jit-cache-sensitive context: a program traced under one rule is never reused under another.
-_RELU_RULE = jax.make_user_context(None)
-
-
-def relu_backward(rule: str):
-    """Context manager: every ``leaky_relu`` traced inside passes its backward signal by ``rule``."""
-    if rule not in RELU_RULES:
-        raise ValueError(f"unknown ReLU backward rule {rule!r}; rules: {', '.join(RELU_RULES)}")
-    return _RELU_RULE(rule)
-
-
-def _forward_relu(x: jax.Array, slope: float) -> jax.Array:
-    return jnp.maximum(x, 0.0) if slope == 0.0 else jnp.where(x > 0, x, slope * x)
-
-
-def _ruled_relu(backward) -> "jax.custom_vjp":
-    """A ReLU whose vjp is ``backward(x, slope, g)``."""
-    @functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
-    def relu(x, slope):
-        return _forward_relu(x, slope)
-
-    def fwd(x, slope):
-        return _forward_relu(x, slope), x
-
-    def bwd(slope, x, g):
-        return (backward(x, slope, g),)
-
-    relu.defvjp(fwd, bwd)
-    return relu
-
-
-def _gradient_rule(x, slope, g):
-    return jnp.where(x > 0, g, slope * g)
-
-
-def _deconvnet_rule(x, slope, g):
-    del x  # the DeconvNet rectifies the signal itself; the forward pass's mask plays no part
-    return jnp.where(g > 0, g, slope * g)
-
-
-def _guided_rule(x, slope, g):
-    return jnp.where(g > 0, _gradient_rule(x, slope, g), jnp.zeros_like(g))
-
-
-_RULED_RELU = {"gradient": _ruled_relu(_gradient_rule), "deconvnet": _ruled_relu(_deconvnet_rule),
-               "guided": _ruled_relu(_guided_rule)}
 
 
 def flatten_nhwc(x: jax.Array) -> jax.Array:

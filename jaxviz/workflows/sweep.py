@@ -65,14 +65,15 @@ class SweepConfig:
     seeds_per_unit: int = 1
     seed: int = 0
     chunk_size: int | None = None  # None: chosen from the device memory
-    objective: str = "auto"  # auto, raw or log_softmax (recipes.registry.OBJECTIVE_NAMES)
+    objective: str = "auto"  # a name of recipes.registry.OBJECTIVE_NAMES (auto: the method's default)
 
     def identity(self) -> dict:
         """The fields a folder's results must match to be resumed."""
         ident = {"layer": self.layer, "units": list(self.units), "method": self.method, "steps": self.steps,
                  "seeds_per_unit": self.seeds_per_unit, "seed": self.seed}
-        # Only a non-default objective is recorded, so folders written before it existed still resume.
-        return ident if self.objective == "auto" else {**ident, "objective": self.objective}
+        # auto and pre (what auto always meant before dgn_am's tempered default, which sweep() records as
+        # auto_objective) are not recorded, so folders written before the option existed still resume.
+        return ident if self.objective in ("auto", "pre") else {**ident, "objective": self.objective}
 
 
 # ----- units and labels -------------------------------------------------------------------------------
@@ -190,7 +191,12 @@ def sweep(classifier: Model, generator: Model | None, config: SweepConfig, out_d
     chunk = config.chunk_size or choose_chunk_size(run_bytes, len(units), n_dev, free_bytes)
     if chunk_memory_problem(chunk, run_bytes, n_dev, free_bytes):  # before anything is written
         raise SweepError(chunk_memory_problem(chunk, run_bytes, n_dev, free_bytes))
-    manifest = {"format": FORMAT, **config.identity(), "chunk_size": chunk,
+    kind = registry.OBJECTIVE_NAMES[config.objective]
+    auto = registry.default_kind(config.method, classifier, config.layer) if kind is None else "pre"
+    # An "auto" that no longer means the pre-activation unit is recorded, so a folder written under the
+    # earlier default is refused rather than resumed with another objective.
+    manifest = {"format": FORMAT, **config.identity(), **({"auto_objective": auto} if auto != "pre" else {}),
+                "chunk_size": chunk,
                 "classifier": model_fingerprint(classifier),
                 "generator": model_fingerprint(generator) if registry.METHODS[config.method].needs_generator else {},
                 "preprocessing": dict(classifier.metadata.get("preprocessing") or {})}
