@@ -104,7 +104,8 @@ def flags_for(layer: str, activation: float, trace_max: float, rank: int, failed
                           f"spatial mean (position 'mean'); the unit may only fire at the border of real inputs"))
     elif rank > 0:
         flags.append(Flag(NOT_ON_TOP, f"{rank} unit(s) of {layer} are higher than the target on this image",
-                          "use the log_softmax objective (selectivity across the layer) or more steps"))
+                          "maximize its selectivity across the layer (--objective tempered or log_softmax) "
+                          "or take more steps"))
     if np.isfinite(percentile) and percentile < 50 and max(activation, trace_max) > 0:
         flags.append(Flag(WEAKER_THAN_REAL, f"the activation is below {percentile:.0f} % of real inputs' median",
                           "more steps, a larger learning rate, or a method with a generator prior (dgn_am)"))
