@@ -3,7 +3,8 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-PIP := $(PY) -m pip install --quiet --disable-pip-version-check
+# setuptools warns on every editable install (a boxed note about same-named folders): not news to a user.
+PIP := PYTHONWARNINGS=ignore::UserWarning $(PY) -m pip install --quiet --disable-pip-version-check
 PYTEST_ARGS ?= -m "not slow"
 
 .PHONY: demo test test-all venv clean bench
