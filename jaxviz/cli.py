@@ -370,7 +370,9 @@ def _add_sweep(verbs) -> None:
                    help="activation range, for --method inverse_set")
     p.add_argument("--n", type=int_arg(1, 1_000_000), default=50,
                    help="samples per unit, for --method inverse_set (default 50)")
-    p.add_argument("--steps", type=STEPS, default=200)
+    p.add_argument("--steps", type=STEPS, default=None,
+                   help="steps per run (default: the method's own: " + ", ".join(
+                       f"{m} {registry.METHODS[m].steps}" for m in sweeps.METHODS) + ")")
     _objective_option(p)
     p.add_argument("--seeds-per-unit", type=int_arg(1, 10_000), default=1)
     p.add_argument("--seed", type=SEED, default=0)

@@ -134,3 +134,19 @@ def test_visualize_and_sweep_with_cppn_from_the_command_line(tmp_path, capsys):
     assert cli.main(["sweep", "--units", "0,1", "--method", "cppn", "--steps", "3", "--no-progress",
                      "--out", str(out)]) == 0
     assert all(r["judge_label"] is not None and r["percentile"] is not None for r in _rows(out))
+
+
+@pytest.mark.parametrize("name", list(registry.METHODS))
+def test_default_steps_are_what_the_builder_runs_without_steps(pair, name):
+    """The registry's step counts (what a sweep records) match the recipes' own defaults."""
+    layer = "fc8"
+    implicit, _ = registry.build(name, *pair, layer)
+    explicit, _ = registry.build(name, *pair, layer, registry.default_steps(name))
+    assert implicit.method.steps == explicit.method.steps
+
+
+def test_a_sweep_without_steps_records_the_methods_own(pair, tmp_path):
+    out = tmp_path / "lucid"
+    sw.sweep(*pair, sw.SweepConfig("fc8", (3,), "lucid"), out, progress=False, max_chunks=0)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["steps"] == registry.default_steps("lucid") == 512

@@ -60,6 +60,7 @@ class MethodSpec:
     build: Builder
     # The objective kind "auto" means for this method, from (classifier, layer): see default_kind.
     auto_kind: Callable[[Model, str], str] = lambda classifier, layer: "pre"
+    steps: int = 200             # the steps its builder runs when none are given (its recipe's default)
 
 
 def _steps(steps: int | None) -> dict:
@@ -177,12 +178,18 @@ METHODS: dict[str, MethodSpec] = {m.name: m for m in (
     MethodSpec("dgn_am", "generator code (Nguyen et al. 2016)", True, _dgn_am, _selective_hidden),
     MethodSpec("pixel", "pixels under Yosinski et al. 2015 priors (setting 4, made readable)", False, _pixel),
     MethodSpec("sampler", "PPGN-style sampler, class layers (survey eq. 13)", True, _sampler),
-    MethodSpec("lucid", "Fourier image, Adam, robustness transforms (Lucid's default)", False, _lucid),
-    MethodSpec("maco", "phase-only Fourier image, natural-image magnitude (Fel et al. 2023)", False, _maco),
+    MethodSpec("lucid", "Fourier image, Adam, robustness transforms (Lucid's default)", False, _lucid, steps=512),
+    MethodSpec("maco", "phase-only Fourier image, natural-image magnitude (Fel et al. 2023)", False, _maco,
+               steps=256),
     MethodSpec("cppn", "CPPN image of the pixel coordinates, Adam (Lucid; no transforms, made readable)", False,
-               _cppn),
-    MethodSpec("pyramid", "Laplacian pyramid image, Adam, transforms (Lucid)", False, _pyramid),
+               _cppn, steps=512),
+    MethodSpec("pyramid", "Laplacian pyramid image, Adam, transforms (Lucid)", False, _pyramid, steps=512),
 )}
+
+
+def default_steps(name: str) -> int:
+    """The steps method ``name`` runs when none are given (a sweep records this number)."""
+    return method_spec(name).steps
 
 
 def method_spec(name: str) -> MethodSpec:
@@ -207,4 +214,4 @@ def build(name: str, classifier: Model, generator: Model | None, layer: str, ste
 
 
 __all__ = ["MethodSpec", "METHODS", "CLASS_LAYERS", "KINDS", "OBJECTIVE_NAMES", "TEMPERATURE", "method_spec", "build",
-           "default_kind", "live_layer", "unit_objective", "image_card", "maco_magnitude"]
+           "default_kind", "default_steps", "live_layer", "unit_objective", "image_card", "maco_magnitude"]

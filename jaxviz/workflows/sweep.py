@@ -61,7 +61,7 @@ class SweepConfig:
     layer: str
     units: tuple[int, ...]
     method: str = "dgn_am"
-    steps: int = 200
+    steps: int | None = None       # None: the method's own (recipes.registry.default_steps), recorded as such
     seeds_per_unit: int = 1
     seed: int = 0
     chunk_size: int | None = None  # None: chosen from the device memory
@@ -162,7 +162,9 @@ def sweep(classifier: Model, generator: Model | None, config: SweepConfig, out_d
     per chunk on a terminal, one line per chunk otherwise (None), always a bar (True) or silent (False).
     """
     out = pathlib.Path(out_dir)
-    if config.steps < 1:
+    if config.steps is None and config.method in METHODS:
+        config = dataclasses.replace(config, steps=registry.default_steps(config.method))
+    if config.steps is not None and config.steps < 1:
         raise ValueError(f"a sweep needs steps >= 1, got {config.steps}")
     if config.seeds_per_unit < 1:
         raise ValueError(f"seeds_per_unit must be >= 1, got {config.seeds_per_unit}")
