@@ -24,7 +24,7 @@ from jaxviz.recipes.generator import generator_inversion
 from tests.helpers.caffe_nets import generator_blobs, generator_prototxt
 from tests.test_opencv_parity import SMALL_GENERATOR, SMALL_POOL5_GENERATOR, with_blobs
 from weights_convert.caffemodel import write_caffemodel
-from weights_convert.convert import convert
+from weights_convert.convert import convert, generator_config_from_blobs
 from weights_convert.errors import ModelMismatchError
 from weights_convert.layouts import generator_params
 from weights_convert.prototxt import parse_prototxt
@@ -139,8 +139,6 @@ def test_converter_refuses_weights_of_another_generator(tmp_path):
     """Without a prototxt the weights tell which generator they are; a contradicting code layer is named."""
     cfg = GeneratorConfig.released("fc8")
     blobs = {"defc7": (np.zeros((4096, 1000), np.float32), np.zeros(4096, np.float32))}
-    from weights_convert.convert import generator_config_from_blobs
-
     assert generator_config_from_blobs(blobs) == cfg
     with pytest.raises(ModelMismatchError, match="fc8 generator, not of the pool5"):
         generator_config_from_blobs(blobs, code_layer="pool5")

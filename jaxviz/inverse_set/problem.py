@@ -25,7 +25,7 @@ from jaxviz.core.loop import NetApply
 from jaxviz.core.objectives import Acts, Position, check_unit, unit_values
 from jaxviz.core.params import GeneratorCode
 from jaxviz.models import preprocessing as pp
-from jaxviz.models.model import code_bounds as model_code_bounds
+from jaxviz.models.model import code_bounds as model_code_bounds, code_layer
 from jaxviz.recipes.generator import generator_render
 
 ENCODING = "encoding"   # the taps of the adapter around plain functions E and f
@@ -231,7 +231,7 @@ def model_problem(classifier: Any, generator: Any, constraints: Sequence[Constra
     """The problem for a (classifier Model, generator Model) pair; E = classifier up to ``encoder_layer``
     (default: the generator's code layer, fc6 for DGN-AM's generator)."""
     constraints = list(constraints)
-    encoder_layer = encoder_layer or getattr(generator.config, "code_layer", "fc6")
+    encoder_layer = encoder_layer or code_layer(generator)
     if not constraints:
         raise ValueError("give at least one Constraint")
     check_constraints(classifier, constraints, encoder_layer)

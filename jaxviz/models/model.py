@@ -94,6 +94,11 @@ class Model:
         return self.apply(self.params, x, taps, **kwargs)
 
 
+def code_layer(generator: Model) -> str:
+    """The classifier layer whose activations are ``generator``'s codes (fc6 unless its config says)."""
+    return getattr(generator.config, "code_layer", "fc6")
+
+
 def code_bounds(generator: Model) -> np.ndarray:
     """Per-unit upper bounds of a generator's code, by one rule.
 
@@ -112,7 +117,7 @@ def code_bounds(generator: Model) -> np.ndarray:
         if not path.is_file():
             raise ValueError(f"the generator's card names code bounds {name!r}, but {path} does not exist")
         return check_code_bounds(np.load(path), size)
-    layer = getattr(generator.config, "code_layer", "fc6")
+    layer = code_layer(generator)
     if shipped.DGN_AM_BOUNDS_SIZES.get(layer) == size:
         return shipped.dgn_am_bounds(layer)
     raise ValueError(f"no code bounds known for this generator (code size {size}): its card names none; pass "
@@ -130,4 +135,4 @@ def check_code_bounds(bounds: Any, size: int) -> np.ndarray:
     return b
 
 
-__all__ = ["Model", "NetFunction", "network_function", "code_bounds", "check_code_bounds"]
+__all__ = ["Model", "NetFunction", "network_function", "code_layer", "code_bounds", "check_code_bounds"]

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 
 from jaxviz.core.params import GeneratorCode
 from jaxviz.models.generator import crop_to_classifier
-from jaxviz.models.model import Model, network_function
+from jaxviz.models.model import Model, code_layer, network_function
 
 
 @functools.lru_cache(maxsize=None)
@@ -49,11 +49,6 @@ def _inversion(classifier_module: Any, generator_module: Any, encoder_layer: str
     return jax.jit(run)
 
 
-def code_layer(generator: Model) -> str:
-    """The classifier layer whose activations are ``generator``'s codes (fc6 unless its config says)."""
-    return getattr(generator.config, "code_layer", "fc6")
-
-
 def reconstruct(classifier: Model, generator: Model, encoder_layer: str | None = None) -> Callable:
     """The compiled ``(classifier params, generator params, images) -> crop(G(E(images)))``; ``encoder_layer``
     defaults to the generator's code layer."""
@@ -76,4 +71,4 @@ def generator_inversion(classifier: Model, generator: Model, images: Any,
     return reconstruct(classifier, generator, encoder_layer)(classifier.params, generator.params, x)
 
 
-__all__ = ["generator_render", "generator_code", "generator_inversion", "reconstruct", "code_layer"]
+__all__ = ["generator_render", "generator_code", "generator_inversion", "reconstruct"]

@@ -16,8 +16,8 @@ from jaxviz.core import operators
 from jaxviz.core.loop import Method
 from jaxviz.core.objectives import CODE, Acts, Objective, unit_values
 from jaxviz.core.updates import add_gaussian_noise, linear_schedule, scale_by_mean_abs
-from jaxviz.models.model import Model
-from jaxviz.recipes.generator import code_layer, generator_code
+from jaxviz.models.model import Model, code_layer
+from jaxviz.recipes.generator import generator_code
 from jaxviz.recipes.preset import Preset
 
 

@@ -209,7 +209,7 @@ def build(name: str, classifier: Model, generator: Model | None, layer: str, ste
         raise ValueError(f"method {name!r} optimizes a generator code: pass a generator")
     preset, objective = spec.build(classifier, generator, layer, steps)
     if name != "sampler":
-        objective = unit_objective(classifier, layer, spec.auto_kind(classifier, layer) if kind is None else kind)
+        objective = unit_objective(classifier, layer, default_kind(name, classifier, layer) if kind is None else kind)
     return preset, objective
 
 

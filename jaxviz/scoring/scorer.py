@@ -111,11 +111,15 @@ class Scorer:
         names = self.judge_labels or shipped.class_labels(p.shape[1]) or [str(i) for i in range(p.shape[1])]
         return [names[i] for i in best], [float(p[k, i]) for k, i in enumerate(best)]
 
+    def is_class_layer(self, layer: str) -> bool:
+        """Whether ``layer``'s units are classes (fc8/prob, or the layer the model's card names)."""
+        return layer.split(":")[0] in (*CLASS_LAYERS, self.model.metadata.get("class_layer"))
+
     def is_rectified(self, layer: str) -> bool:
         """Whether ``layer`` is a ReLU's output: the network names its pre-activation (``fc6`` has
         ``fc6:pre``); for a network that names none, assumed so, as a hidden layer usually is."""
         names = self.model.tap_names
-        if layer.endswith(":pre") or layer.split(":")[0] in (*CLASS_LAYERS, self.model.metadata.get("class_layer")):
+        if layer.endswith(":pre") or self.is_class_layer(layer):
             return False
         return f"{layer}:pre" in names if any(n.endswith(":pre") for n in names) else True
 
@@ -137,7 +141,7 @@ class Scorer:
         failed_step = np.full(len(units), -1) if failed_step is None else np.asarray(failed_step)
         ref_values = self.reference_values(layer, position)
         paths = self._path_scores(images, layer, units, ref_values, position)
-        is_class = layer.split(":")[0] in (*CLASS_LAYERS, self.model.metadata.get("class_layer"))
+        is_class = self.is_class_layer(layer)
         labels = self.labels or shipped.class_labels(values.shape[1])
         judged, probs = self._judge(images) if is_class else ([None] * len(images), [None] * len(images))
         spread = self._seed_spread(images, layer, seed_groups)
