@@ -19,7 +19,9 @@ from jaxviz.core.loop import Method
 from jaxviz.core.params import Pixels
 from jaxviz.core.updates import normalized_gradient_ascent
 from jaxviz.scoring import default_scorer, flags_for, path_similarity, percentile_of
-from jaxviz.scoring.scores import NEVER_FIRED, NOT_ON_TOP, STOPPED_NAN
+from jaxviz.models import preprocessing as pp
+from jaxviz.models import shipped
+from jaxviz.scoring.scores import NEVER_FIRED, NOT_ON_TOP, SILENT_ON_REAL, STOPPED_NAN
 
 
 @pytest.fixture(scope="module")
@@ -55,6 +57,23 @@ def test_flags_have_reasons_and_fixes():
     assert all(f.reason and f.fix for f in flags_for("fc8", 0.0, 0.0, 3, 4, 10.0, "1", "7"))
     logit = flags_for("fc8", -3.0, -2.0, 5, -1, rectified=False)
     assert names(logit) == [NEVER_FIRED] and ":pre" not in logit[0].fix and "no ReLU" in logit[0].reason
+    silent = flags_for("fc6", 4.0, 4.0, 0, -1, percentile=100.0, silent_references=1000)
+    assert names(silent) == [SILENT_ON_REAL] and "1000" in silent[0].reason and "pixel" in silent[0].fix
+    assert flags_for("fc8", 4.0, 4.0, 0, -1, rectified=False, silent_references=1000) == []
+
+
+def test_units_silent_on_every_real_digit_are_flagged_whatever_the_image(pair):
+    classifier, _ = pair
+    pixels, _ = shipped.reference_digits()
+    x = pp.to_network(pixels, classifier.preprocessing)
+    fc6 = np.asarray(classifier.function(classifier.params, jnp.asarray(x), ("fc6",))["fc6"])
+    silent = set(np.flatnonzero(fc6.max(axis=0) <= 0).tolist())  # brute force over the 1000 digits
+    assert 0 < len(silent) < fc6.shape[1]
+    units = list(range(fc6.shape[1]))
+    image = np.repeat(x[:1], len(units), axis=0)  # one real digit, scored as every unit's picture
+    reports = default_scorer(classifier).score(image, "fc6", units)
+    flagged = {r.unit for r in reports if SILENT_ON_REAL in [f.name for f in r.flags]}
+    assert flagged == silent
 
 
 def test_rectified_layers_are_those_with_a_pre_activation(pair):

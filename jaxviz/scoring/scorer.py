@@ -151,8 +151,9 @@ class Scorer:
             pct = percentile_of(float(activation[i]), ref_values[:, u]) if ref_values is not None else float("nan")
             target = labels[u] if is_class and labels else str(u) if is_class else None
             judge = judged[i] if is_class else None
+            silent = len(ref_values) if ref_values is not None and np.all(ref_values[:, u] <= 0) else 0
             flags = flags_for(layer, float(activation[i]), float(trace_max[i]), int(rank[i]), int(failed_step[i]),
-                              pct, judge, target if judge is not None else None, rectified)
+                              pct, judge, target if judge is not None else None, rectified, silent)
             reports.append(Report(layer, u, float(activation[i]), int(rank[i]), pct, judge, probs[i], target,
                                   float(paths[i]), spread[i], tuple(flags), dict(self.model.preprocessing)))
         return reports

@@ -9,7 +9,9 @@
   travels the exemplars' path; near zero or negative: it reaches the unit some other way (a fooling
   image, a few pixels driven hard).
 - ``mean_pairwise_distance``: the spread of several seeds of one unit in a layer's feature space.
-- ``flags_for``: what went wrong, with the reason and the likely fix.
+- ``flags_for``: what went wrong, with the reason and the likely fix; ``silent_on_real`` whether a rectified
+  unit is 0 on every reference input (then its percentile and path check say little, and a generator
+  trained on real inputs was never taught to draw what drives it).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ NOT_ON_TOP = "not_on_top"
 STOPPED_NAN = "stopped_nan"
 WEAKER_THAN_REAL = "weaker_than_real"
 JUDGE_DISAGREES = "judge_disagrees"
+SILENT_ON_REAL = "silent_on_real"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,13 +85,23 @@ def mean_pairwise_distance(features: np.ndarray) -> float:
 
 def flags_for(layer: str, activation: float, trace_max: float, rank: int, failed_step: int,
               percentile: float = float("nan"), judge_label: str | None = None,
-              target_label: str | None = None, rectified: bool = True) -> list[Flag]:
+              target_label: str | None = None, rectified: bool = True,
+              silent_references: int = 0) -> list[Flag]:
     """The flags of one result, each with its reason and fix (an empty list: nothing to flag).
 
     ``rectified``: whether ``layer`` is a ReLU's output (so a unit at 0 gets no gradient); a layer without
     one (logits, a pre-activation) that stayed below 0 is flagged with the fix that applies to it.
+    ``silent_references``: when > 0, the unit is 0 on every one of that many real reference inputs.
     """
     flags = []
+    if silent_references > 0 and rectified:
+        flags.append(Flag(SILENT_ON_REAL, f"{layer} unit is 0 on all {silent_references} real reference inputs: "
+                          f"any activation is 'above every real one', its path check has no exemplars that fire "
+                          f"it, and a generator trained on real inputs (dgn_am, sampler) was never taught to "
+                          f"draw what drives it",
+                          "read it as a unit this data does not use; a pixel-space method with its selectivity "
+                          "(--method pixel --objective log_softmax) can still drive it, through images unlike "
+                          "real ones"))
     if failed_step >= 0:
         flags.append(Flag(STOPPED_NAN, f"the run met a NaN/Inf at step {failed_step} and stopped there",
                           "lower the learning rate or the steps' scale; check the input range of the model"))
@@ -116,5 +129,5 @@ def flags_for(layer: str, activation: float, trace_max: float, rank: int, failed
     return flags
 
 
-__all__ = ["Flag", "NEVER_FIRED", "NOT_ON_TOP", "STOPPED_NAN", "WEAKER_THAN_REAL", "JUDGE_DISAGREES",
+__all__ = ["Flag", "NEVER_FIRED", "NOT_ON_TOP", "STOPPED_NAN", "WEAKER_THAN_REAL", "JUDGE_DISAGREES", "SILENT_ON_REAL",
            "percentile_of", "correlations", "path_similarity", "mean_pairwise_distance", "flags_for"]
