@@ -99,7 +99,8 @@ def flags_for(layer: str, activation: float, trace_max: float, rank: int, failed
                           f"any activation is 'above every real one', its path check has no exemplars that fire "
                           f"it, and a generator trained on real inputs (dgn_am, sampler) was never taught to "
                           f"draw what drives it",
-                          "read it as a unit this data does not use; a pixel-space method with its selectivity "
+                          "read it as a unit this data does not use (a conv channel: at this position; try "
+                          "another, or the spatial mean); a pixel-space method with its selectivity "
                           "(--method pixel --objective log_softmax) can still drive it, through images unlike "
                           "real ones"))
     if failed_step >= 0:
