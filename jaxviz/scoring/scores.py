@@ -94,15 +94,6 @@ def flags_for(layer: str, activation: float, trace_max: float, rank: int, failed
     ``silent_references``: when > 0, the unit is 0 on every one of that many real reference inputs.
     """
     flags = []
-    if silent_references > 0 and rectified:
-        flags.append(Flag(SILENT_ON_REAL, f"{layer} unit is 0 on all {silent_references} real reference inputs: "
-                          f"any activation is 'above every real one', its path check has no exemplars that fire "
-                          f"it, and a generator trained on real inputs (dgn_am, sampler) was never taught to "
-                          f"draw what drives it",
-                          "read it as a unit this data does not use (a conv channel: at this position; try "
-                          "another, or the spatial mean); a pixel-space method with its selectivity "
-                          "(--method pixel --objective log_softmax) can still drive it, through images unlike "
-                          "real ones"))
     if failed_step >= 0:
         flags.append(Flag(STOPPED_NAN, f"the run met a NaN/Inf at step {failed_step} and stopped there",
                           "lower the learning rate or the steps' scale; check the input range of the model"))
@@ -127,6 +118,15 @@ def flags_for(layer: str, activation: float, trace_max: float, rank: int, failed
         flags.append(Flag(JUDGE_DISAGREES, f"the independent classifier reads the image as {judge_label!r}, "
                           f"not {target_label!r}", "try another method or seed; priors that keep images natural "
                           "(dgn_am) usually convince a second classifier"))
+    if silent_references > 0 and rectified:
+        flags.append(Flag(SILENT_ON_REAL, f"{layer} unit is 0 on all {silent_references} real reference inputs: "
+                          f"any activation is 'above every real one', its path check has no exemplars that fire "
+                          f"it, and a generator trained on real inputs (dgn_am, sampler) was never taught to "
+                          f"draw what drives it",
+                          "read it as a unit this data does not use (a conv channel: at this position; try "
+                          "another, or the spatial mean); a pixel-space method with its selectivity "
+                          "(--method pixel --objective log_softmax) can still drive it, through images unlike "
+                          "real ones"))
     return flags
 
 
