@@ -60,3 +60,10 @@ def test_gallery_page_has_one_tile_per_unit_and_no_console_errors(tmp_path):
     shot = tmp_path / "shot.png"
     run_page(page, f"--screenshot={shot}", "--window-size=1000,700")
     assert shot.is_file() and shot.stat().st_size > 1000
+
+
+def test_a_section_named_as_its_page_shows_the_title_once(tmp_path):
+    rows = _rows(tmp_path, 2)
+    text = gallery.render_gallery("dgn_am sweep of fc6", [gallery.Section("dgn_am sweep of fc6", rows),
+                                                         gallery.Section("other", [])])
+    assert text.count("dgn_am sweep of fc6</h") == 1 and "<h2>other</h2>" in text

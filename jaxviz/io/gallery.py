@@ -166,8 +166,10 @@ def render_gallery(title: str, sections: Sequence[Section], metadata: dict | Non
     if metadata:
         parts.append('<p class="meta">' + html.escape(", ".join(f"{k}: {v}" for k, v in metadata.items())) + "</p>")
     for i, s in enumerate(sections):
-        # Only sections with tiles carry data-index: the script lays those out.
-        parts.append(f'<section{f" data-index={chr(34)}{i}{chr(34)}" if s.tiles else ""}><h2>{html.escape(s.title)}</h2>')
+        # Only sections with tiles carry data-index: the script lays those out. A page of one section
+        # named as the page (a sweep's) shows its title once.
+        heading = "" if s.title == title else f"<h2>{html.escape(s.title)}</h2>"
+        parts.append(f'<section{f" data-index={chr(34)}{i}{chr(34)}" if s.tiles else ""}>{heading}')
         if s.note:
             parts.append(f'<p class="meta">{html.escape(s.note)}</p>')
         if s.tiles:
