@@ -146,14 +146,16 @@ class Scorer:
         judged, probs = self._judge(images) if is_class else ([None] * len(images), [None] * len(images))
         spread = self._seed_spread(images, layer, seed_groups)
         rectified = self.is_rectified(layer)
+        # Units at 0 on every reference input, once per layer (not per image).
+        silent = np.all(ref_values <= 0, axis=0) if ref_values is not None else np.zeros(values.shape[1], bool)
         reports = []
         for i, u in enumerate(units):
             pct = percentile_of(float(activation[i]), ref_values[:, u]) if ref_values is not None else float("nan")
             target = labels[u] if is_class and labels else str(u) if is_class else None
             judge = judged[i] if is_class else None
-            silent = len(ref_values) if ref_values is not None and np.all(ref_values[:, u] <= 0) else 0
             flags = flags_for(layer, float(activation[i]), float(trace_max[i]), int(rank[i]), int(failed_step[i]),
-                              pct, judge, target if judge is not None else None, rectified, silent)
+                              pct, judge, target if judge is not None else None, rectified,
+                              len(ref_values) if silent[u] else 0)
             reports.append(Report(layer, u, float(activation[i]), int(rank[i]), pct, judge, probs[i], target,
                                   float(paths[i]), spread[i], tuple(flags), dict(self.model.preprocessing)))
         return reports

@@ -9,9 +9,9 @@
   travels the exemplars' path; near zero or negative: it reaches the unit some other way (a fooling
   image, a few pixels driven hard).
 - ``mean_pairwise_distance``: the spread of several seeds of one unit in a layer's feature space.
-- ``flags_for``: what went wrong, with the reason and the likely fix; ``silent_on_real`` whether a rectified
-  unit is 0 on every reference input (then its percentile and path check say little, and a generator
-  trained on real inputs was never taught to draw what drives it).
+- ``flags_for``: what went wrong, with the reason and the likely fix; among them ``silent_on_real``, a
+  rectified unit at 0 on every reference input (its percentile and path check then say little, and a
+  generator trained on real inputs was never taught to draw what drives it).
 """
 
 from __future__ import annotations
