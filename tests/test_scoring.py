@@ -60,6 +60,7 @@ def test_flags_have_reasons_and_fixes():
     silent = flags_for("fc6", 4.0, 4.0, 0, -1, percentile=100.0, silent_references=1000)
     assert names(silent) == [SILENT_ON_REAL] and "1000" in silent[0].reason and "pixel" in silent[0].fix
     assert flags_for("fc8", 4.0, 4.0, 0, -1, rectified=False, silent_references=1000) == []
+    assert names(flags_for("fc6:pre", 4.0, 4.0, 0, -1, rectified=False, silent_references=1000)) == [SILENT_ON_REAL]
 
 
 def test_units_silent_on_every_real_digit_are_flagged_whatever_the_image(pair):
@@ -74,6 +75,9 @@ def test_units_silent_on_every_real_digit_are_flagged_whatever_the_image(pair):
     reports = default_scorer(classifier).score(image, "fc6", units)
     flagged = {r.unit for r in reports if SILENT_ON_REAL in [f.name for f in r.flags]}
     assert flagged == silent
+    # read through the pre-activation (as visualize reads fc6 by default): the same units
+    reports = default_scorer(classifier).score(image, "fc6:pre", units)
+    assert {r.unit for r in reports if SILENT_ON_REAL in [f.name for f in r.flags]} == silent
 
 
 def test_rectified_layers_are_those_with_a_pre_activation(pair):

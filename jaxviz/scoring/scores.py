@@ -10,7 +10,7 @@
   image, a few pixels driven hard).
 - ``mean_pairwise_distance``: the spread of several seeds of one unit in a layer's feature space.
 - ``flags_for``: what went wrong, with the reason and the likely fix; among them ``silent_on_real``, a
-  rectified unit at 0 on every reference input (its percentile and path check then say little, and a
+  rectified unit (or its pre-activation) at or below 0 on every reference input (its percentile and path check then say little, and a
   generator trained on real inputs was never taught to draw what drives it).
 """
 
@@ -91,7 +91,8 @@ def flags_for(layer: str, activation: float, trace_max: float, rank: int, failed
 
     ``rectified``: whether ``layer`` is a ReLU's output (so a unit at 0 gets no gradient); a layer without
     one (logits, a pre-activation) that stayed below 0 is flagged with the fix that applies to it.
-    ``silent_references``: when > 0, the unit is 0 on every one of that many real reference inputs.
+    ``silent_references``: when > 0, the unit is at or below 0 on every one of that many real reference inputs
+    (flagged on a rectified layer and on a pre-activation, not on logits).
     """
     flags = []
     if failed_step >= 0:
@@ -118,8 +119,10 @@ def flags_for(layer: str, activation: float, trace_max: float, rank: int, failed
         flags.append(Flag(JUDGE_DISAGREES, f"the independent classifier reads the image as {judge_label!r}, "
                           f"not {target_label!r}", "try another method or seed; priors that keep images natural "
                           "(dgn_am) usually convince a second classifier"))
-    if silent_references > 0 and rectified:
-        flags.append(Flag(SILENT_ON_REAL, f"{layer} unit is 0 on all {silent_references} real reference inputs: "
+    # A pre-activation at or below 0 everywhere is the same unit's ReLU silent everywhere.
+    if silent_references > 0 and (rectified or layer.endswith(":pre")):
+        flags.append(Flag(SILENT_ON_REAL, f"{layer} unit is at or below 0 on all {silent_references} real "
+                          f"reference inputs (its ReLU never fires on them): "
                           f"any activation is 'above every real one', its path check has no exemplars that fire "
                           f"it, and a generator trained on real inputs (dgn_am, sampler) was never taught to "
                           f"draw what drives it",
