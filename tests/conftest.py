@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import pathlib
 
+import jax
 import pytest
 
 # The command line keeps a persistent compilation cache (jaxviz.workflows.compile_cache); the tests that
@@ -27,3 +29,17 @@ def shared_path(*parts: str) -> pathlib.Path:
 def shared_data():
     """Function returning paths inside ``../shared/data`` (skipping when they are missing)."""
     return shared_path
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _release_compiled_programs():
+    """Drop JAX's compiled programs after each test module.
+
+    Each program XLA:CPU compiles keeps a few memory mappings of its own; the whole suite in one process
+    compiles more than 10,000, past Linux's default limit of 65,530 mappings per process, and the next
+    compile then dies with a segmentation fault. A module rarely reuses another's programs.
+    """
+    yield
+    jax.clear_caches()
+    gc.collect()
+
