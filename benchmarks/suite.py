@@ -724,7 +724,8 @@ def plot(data: dict, path: pathlib.Path) -> None:
         ax.set_xlabel("batch")
         ax.set_ylabel("images/s")
         ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=7)
+    if names:  # a report written before any step was timed (the ceiling alone) has no curves to name
+        axes[0][0].legend(fontsize=7)
     m = data["machine"]
     fig.suptitle(f"jaxviz vs PyTorch, {m.get('cpu_model', m.get('processor'))}, {m['cpus']} cores, "
                  f"load {data['load_before'][0]}->{data.get('load_after', ['?'])[0]}", fontsize=8)
