@@ -16,6 +16,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from jaxviz.core import relu_rules
+from jaxviz.models.micro_batches import micro_batched
 from jaxviz.core.relu_rules import RELU_RULES, relu_backward  # noqa: F401  (the layers' names for them)
 
 
@@ -194,6 +195,15 @@ def conv2d(x: jax.Array, kernel: jax.Array, bias: jax.Array | None, stride: Sequ
     - ``"direct_s2d_grad"``: the direct form forward, the ``"s2d"`` form's gradients (a ``custom_vjp``).
     """
     stride, pad, dilation = tuple(stride), tuple(pad), tuple(dilation)
+    if form is None and in_micro_batches("conv", x.shape, kernel.shape, stride):
+        y = micro_batched(functools.partial(_conv2d_nobias, stride=stride, pad=pad, dilation=dilation,
+                                            groups=groups, form=None))(x, kernel)
+    else:
+        y = _conv2d_nobias(x, kernel, stride, pad, dilation, groups, form)
+    return y if bias is None else y + bias
+
+
+def _conv2d_nobias(x, kernel, stride, pad, dilation, groups, form):
     form = form or conv_form(x.shape, kernel.shape, stride, dilation, groups)
     if form == "direct_s2d_grad" and groups == 1 and dilation == (1, 1):
         y = _conv2d_direct_s2d_grad(x, kernel, stride, pad)
@@ -210,7 +220,18 @@ def conv2d(x: jax.Array, kernel: jax.Array, bias: jax.Array | None, stride: Sequ
         y = _conv2d_direct(x, kernel, stride, pad, dilation, groups)
     else:
         raise ValueError(f"conv2d: unknown form {form!r}; forms: {', '.join(FORMS['conv'])}")
-    return y if bias is None else y + bias
+    return y
+
+
+def in_micro_batches(kind: str, x_shape, kernel_shape, stride) -> bool:
+    """Whether a ``conv2d`` / ``deconv2d`` with these shapes runs over parts of its batch
+    (``models.micro_batches``): on XLA:CPU, for the layers it runs on one core, CaffeNet's conv1 (stride 4,
+    3 channels) and the stride-2 deconvolutions of maps 32x32 and larger (the generator's deconv2, 1, 0)."""
+    if jax.default_backend() != "cpu" or len(x_shape) != 4:
+        return False
+    if kind == "conv":
+        return min(stride) >= 4 and kernel_shape[2] <= 4
+    return max(stride) > 1 and min(x_shape[1], x_shape[2]) >= 32
 
 
 def conv_form(x_shape, kernel_shape, stride, dilation=(1, 1), groups: int = 1) -> str:
@@ -325,25 +346,31 @@ def deconv2d(x: jax.Array, kernel: jax.Array, bias: jax.Array | None, stride: Se
     convolution and interleaves them; ``"phases_im2col"`` does those convolutions as im2col matmuls.
     """
     stride, pad, dilation = tuple(stride), tuple(pad), tuple(dilation)
+    if form is None and in_micro_batches("deconv", x.shape, kernel.shape, stride):
+        y = micro_batched(functools.partial(_deconv2d_nobias, stride=stride, pad=pad, dilation=dilation,
+                                            groups=groups, form=None))(x, kernel)
+    else:
+        y = _deconv2d_nobias(x, kernel, stride, pad, dilation, groups, form)
+    return y if bias is None else y + bias
+
+
+def _deconv2d_nobias(x, kernel, stride, pad, dilation, groups, form):
     form = form or deconv_form(x.shape, kernel.shape, stride, dilation, groups)
     kh, kw = kernel.shape[0], kernel.shape[1]
     if form.startswith("phases") and stride != (1, 1) and dilation == (1, 1):
         inner = "im2col" if form == "phases_im2col" else "direct"
-        y = _deconv2d_phases(x, kernel, stride, pad, groups, inner)
-        return y if bias is None else y + bias
+        return _deconv2d_phases(x, kernel, stride, pad, groups, inner)
     if form not in FORMS["deconv"]:
         raise ValueError(f"deconv2d: unknown form {form!r}; forms: {', '.join(FORMS['deconv'])}")
     eff = [dilation[0] * (kh - 1), dilation[1] * (kw - 1)]
     padding = [(eff[0] - pad[0], eff[0] - pad[0]), (eff[1] - pad[1], eff[1] - pad[1])]
     if stride == (1, 1) and dilation == (1, 1) and form != "direct" and min(min(p) for p in padding) >= 0:
         # a stride-1 deconvolution is a convolution with the (already flipped) kernel
-        y = conv2d(x, kernel, None, (1, 1), (padding[0][0], padding[1][0]), (1, 1), groups)
-        return y if bias is None else y + bias
-    y = lax.conv_general_dilated(
+        return conv2d(x, kernel, None, (1, 1), (padding[0][0], padding[1][0]), (1, 1), groups)
+    return lax.conv_general_dilated(
         x, kernel, window_strides=(1, 1), padding=padding,
         lhs_dilation=stride, rhs_dilation=dilation,
         dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=groups)
-    return y if bias is None else y + bias
 
 
 def deconv_form(x_shape, kernel_shape, stride, dilation=(1, 1), groups: int = 1) -> str:
