@@ -194,12 +194,7 @@ def conv2d(x: jax.Array, kernel: jax.Array, bias: jax.Array | None, stride: Sequ
       stride-1 convolution as im2col;
     - ``"direct_s2d_grad"``: the direct form forward, the ``"s2d"`` form's gradients (a ``custom_vjp``).
     """
-    stride, pad, dilation = tuple(stride), tuple(pad), tuple(dilation)
-    if form is None and in_micro_batches("conv", x.shape, kernel.shape, stride):
-        y = micro_batched(functools.partial(_conv2d_nobias, stride=stride, pad=pad, dilation=dilation,
-                                            groups=groups, form=None))(x, kernel)
-    else:
-        y = _conv2d_nobias(x, kernel, stride, pad, dilation, groups, form)
+    y = _scheduled("conv", _conv2d_nobias, x, kernel, tuple(stride), tuple(pad), tuple(dilation), groups, form)
     return y if bias is None else y + bias
 
 
@@ -221,6 +216,14 @@ def _conv2d_nobias(x, kernel, stride, pad, dilation, groups, form):
     else:
         raise ValueError(f"conv2d: unknown form {form!r}; forms: {', '.join(FORMS['conv'])}")
     return y
+
+
+def _scheduled(kind, layer, x, kernel, stride, pad, dilation, groups, form):
+    """``layer`` (a bias-free conv2d / deconv2d body), over parts of the batch where that is faster."""
+    if form is None and in_micro_batches(kind, x.shape, kernel.shape, stride):
+        return micro_batched(functools.partial(layer, stride=stride, pad=pad, dilation=dilation, groups=groups,
+                                               form=None))(x, kernel)
+    return layer(x, kernel, stride, pad, dilation, groups, form)
 
 
 def in_micro_batches(kind: str, x_shape, kernel_shape, stride) -> bool:
@@ -345,12 +348,7 @@ def deconv2d(x: jax.Array, kernel: jax.Array, bias: jax.Array | None, stride: Se
     (``lhs_dilation``); ``"phases"`` computes each of the stride*stride output phases as an ordinary
     convolution and interleaves them; ``"phases_im2col"`` does those convolutions as im2col matmuls.
     """
-    stride, pad, dilation = tuple(stride), tuple(pad), tuple(dilation)
-    if form is None and in_micro_batches("deconv", x.shape, kernel.shape, stride):
-        y = micro_batched(functools.partial(_deconv2d_nobias, stride=stride, pad=pad, dilation=dilation,
-                                            groups=groups, form=None))(x, kernel)
-    else:
-        y = _deconv2d_nobias(x, kernel, stride, pad, dilation, groups, form)
+    y = _scheduled("deconv", _deconv2d_nobias, x, kernel, tuple(stride), tuple(pad), tuple(dilation), groups, form)
     return y if bias is None else y + bias
 
 
