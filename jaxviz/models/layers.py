@@ -16,8 +16,8 @@ import jax.numpy as jnp
 from jax import lax
 
 from jaxviz.core import relu_rules
-from jaxviz.models.micro_batches import micro_batched
 from jaxviz.core.relu_rules import RELU_RULES, relu_backward  # noqa: F401  (the layers' names for them)
+from jaxviz.models.micro_batches import micro_batched
 
 
 def caffe_pool_output_size(size: int, kernel: int, stride: int, pad: int) -> int:

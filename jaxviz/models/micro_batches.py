@@ -46,13 +46,7 @@ def _vjp_in_parts(layer: Layer, x: jax.Array, w: jax.Array, g: jax.Array) -> tup
     """(input cotangent, weight cotangent) of ``layer`` at (x, w) for output cotangent ``g``, by parts."""
     parts = batch_parts(x.shape[0])
     pieces = [jax.vjp(layer, xp, w)[1](gp) for xp, gp in zip(jnp.split(x, parts), jnp.split(g, parts))]
-    return jnp.concatenate([dx for dx, _ in pieces]), sum(dw for _, dw in pieces[1:]) + pieces[0][1]
-
-
-def _input_vjp_in_parts(layer: Layer, x: jax.Array, w: jax.Array, g: jax.Array) -> jax.Array:
-    parts = batch_parts(x.shape[0])
-    return jnp.concatenate([jax.vjp(lambda v: layer(v, w), xp)[1](gp)[0]
-                            for xp, gp in zip(jnp.split(x, parts), jnp.split(g, parts))])
+    return jnp.concatenate([dx for dx, _ in pieces]), sum(dw for _, dw in pieces)
 
 
 def _fold(a: jax.Array) -> jax.Array:
@@ -85,7 +79,7 @@ def micro_batched(layer: Layer) -> Layer:
         if w_batched or not (x_batched and g_batched):
             axes = tuple(0 if b else None for b in in_batched)
             return jax.vmap(lambda *a: _vjp_in_parts(layer, *a), axes)(x, w, g), (True, True)
-        dx = _input_vjp_in_parts(layer, _fold(x), w, _fold(g))
+        dx, _ = _vjp_in_parts(layer, _fold(x), w, _fold(g))   # the summed weight cotangent: dead code
         dw = jax.vmap(lambda xi, gi: jax.vjp(lambda k: layer(xi, k), w)[1](gi)[0])(x, g)  # dead code when unused
         return (dx.reshape(x.shape[:2] + dx.shape[1:]), dw), (True, True)
 
