@@ -178,3 +178,21 @@ def test_training_a_few_steps_writes_a_folder_that_loads(tmp_path):
     x = pp.to_network(images[8000:8064], model.preprocessing)
     assert model(jnp.asarray(x), taps=("ip2",))["ip2"].shape == (64, 10)
     assert (out / "TRAINING.md").read_text().startswith("\n## The judge")
+
+
+def test_a_damaged_judge_is_an_error_and_a_missing_one_is_no_judge(tmp_path, monkeypatch):
+    import shutil
+
+    from jaxviz.models import checkpoint
+    from jaxviz.scoring import defaults
+
+    shutil.copytree(shipped.embedded_dir("lenet"), tmp_path / "judge")
+    monkeypatch.setattr(defaults, "embedded_dir", lambda architecture: tmp_path / "judge")
+    monkeypatch.setattr(defaults, "load", lambda architecture: load(architecture, tmp_path / "judge"))
+    assert defaults.embedded_judge() is not None
+    card = tmp_path / "judge" / "metadata.json"
+    card.write_text(card.read_text().replace('"seed": 0', '"seed": 1', 1))
+    with pytest.raises(checkpoint.CheckpointError, match="metadata.json"):
+        defaults.embedded_judge()  # scoring without the second opinion would hide the damage
+    card.unlink()
+    assert defaults.embedded_judge() is None

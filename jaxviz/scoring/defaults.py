@@ -7,6 +7,7 @@ from typing import Any
 
 from jaxviz.models import checkpoint
 from jaxviz.models.model import Model
+from jaxviz.models.shipped import embedded_dir
 from jaxviz.models.zoo import load
 from jaxviz.scoring.reference import embedded_reference, reference_for
 from jaxviz.scoring.scorer import Scorer
@@ -16,11 +17,14 @@ _SCORERS: dict[int, tuple[Model, Scorer]] = {}
 
 
 def embedded_judge() -> Model | None:
-    """The independent classifier shipped for the embedded pair (a LeNet on another split), if present."""
-    try:
-        return load(JUDGE_ARCHITECTURE)
-    except (ValueError, OSError, checkpoint.CheckpointError):  # an install without the judge's files
+    """The independent classifier shipped for the embedded pair (a LeNet on another split), if installed.
+
+    An install without the judge's files scores without a second opinion; a judge that is there but
+    damaged raises ``CheckpointError`` naming the file, rather than silently scoring without it.
+    """
+    if not (embedded_dir(JUDGE_ARCHITECTURE) / checkpoint.METADATA_FILE).is_file():
         return None
+    return load(JUDGE_ARCHITECTURE)
 
 
 def make_scorer(model: Model, reference_folder: Any = None, judge: Model | None = None) -> Scorer:
