@@ -34,9 +34,16 @@ class ClassifierTrainConfig(NamedTuple):
     steps: int = 1500
     batch_size: int = 64
     learning_rate: float = 1e-3
-    weight_decay: float = 5e-4
+    # 1e-4, not Caffe's 5e-4: with the biases below, held-out accuracy 0.9945 vs 0.9905, and 8 silent fc6
+    # units (see hidden_fc_bias) vs 11.
+    weight_decay: float = 1e-4
     max_shift: int = 2          # augmentation: random translations up to this many pixels
     init_batch: int = 256       # examples that set the data-dependent init
+    # Starting bias of fc6 and fc7, in units of their pre-activation's std after the init. AlexNet starts
+    # its hidden layers' biases at 1 "to provide the ReLUs with positive inputs". Units silent on every
+    # reference digit, of fc6's 256 (weight decay 5e-4): 51 with 0, 11 with 1, 19 with 2; with conv2/4/5
+    # at 1 as well, 28. Silent units are ones DGN-AM cannot put on top (README, "Sweeps").
+    hidden_fc_bias: float = 1.0
 
 
 def make_optimizer(learning_rate: float, steps: int, weight_decay: float = 0.0) -> optax.GradientTransformation:
@@ -46,8 +53,9 @@ def make_optimizer(learning_rate: float, steps: int, weight_decay: float = 0.0) 
     return optax.adamw(schedule, weight_decay=weight_decay)
 
 
-def init_classifier(model: CaffeNet, x: jax.Array, key: jax.Array) -> Params:
-    """Parameters scaled so every layer's output has unit std on ``x``; fc8 at 0.1 for calm first steps."""
+def init_classifier(model: CaffeNet, x: jax.Array, key: jax.Array, hidden_fc_bias: float = 0.0) -> Params:
+    """Parameters scaled so every layer's output has unit std on ``x``; fc8 at 0.1 for calm first steps;
+    the fc6 and fc7 biases at ``hidden_fc_bias``."""
     params = model.init(key, x[:1], taps=("fc8",))["params"]
 
     def apply(p, inputs, taps):
@@ -55,7 +63,10 @@ def init_classifier(model: CaffeNet, x: jax.Array, key: jax.Array) -> Params:
 
     targets = [(name, name if name == "fc8" else f"{name}:pre", 0.1 if name == "fc8" else 1.0)
                for name in LAYERS]
-    return data_dependent_init(apply, params, x, targets)
+    params = data_dependent_init(apply, params, x, targets)
+    for name in ("fc6", "fc7"):
+        params[name] = {**params[name], "bias": jnp.full_like(params[name]["bias"], hidden_fc_bias)}
+    return params
 
 
 def make_train_step(model: CaffeNet, optimizer: optax.GradientTransformation, max_shift: int,
@@ -101,7 +112,7 @@ def train_classifier(x: np.ndarray, labels: np.ndarray, config: CaffeNetConfig, 
     init_key, step_key = jax.random.split(jax.random.PRNGKey(seed))
     rng = np.random.default_rng(seed)
     init_x = jnp.asarray(x[rng.choice(len(x), min(cfg.init_batch, len(x)), replace=False)])
-    params = init_classifier(model, init_x, init_key)
+    params = init_classifier(model, init_x, init_key, cfg.hidden_fc_bias)
     optimizer = make_optimizer(cfg.learning_rate, cfg.steps, cfg.weight_decay)
     opt_state = optimizer.init(params)
     step = make_train_step(model, optimizer, cfg.max_shift, float(x.min()))

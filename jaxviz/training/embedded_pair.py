@@ -176,9 +176,10 @@ Made by `python -m jaxviz.training.embedded_pair --data ../shared/data/mnist-t10
   minus the training mean {mean:.4f} (a single channel, "gray"); NHWC 28x28x1.
 - **Classifier** (`classifier/`, architecture "caffenet", `CaffeNetConfig.mnist()`): CaffeNet's topology and
   layer types at small widths: conv1 32 5x5, max pool 3/2 (Caffe ceil: 28->14), LRN, conv2 64 5x5 group 2,
-  pool (14->7), LRN, conv3 96, conv4 96 group 2, conv5 64 group 2, pool (7->3), fc6 256, fc7 256 (dropout 0.5),
-  fc8 10. {sizes['classifier_params']:,} parameters. Data-dependent init (each layer scaled to unit output std),
-  AdamW (lr {c_cfg.learning_rate:g}, weight decay {c_cfg.weight_decay:g}, warm-up then cosine decay),
+  pool (14->7), LRN, conv3 96, conv4 96 group 2, conv5 64 group 2, pool (7->3), fc6 256, fc7 256 (dropout 0.5
+  after each), fc8 10. {sizes['classifier_params']:,} parameters. Data-dependent init (each layer scaled to unit
+  output std; the fc6 and fc7 biases at {c_cfg.hidden_fc_bias:g}, as AlexNet starts its hidden layers, so fewer
+  fc6 units die), AdamW (lr {c_cfg.learning_rate:g}, weight decay {c_cfg.weight_decay:g}, warm-up then cosine decay),
   {c_cfg.steps} steps of {c_cfg.batch_size} (random shifts up to {c_cfg.max_shift} px), softmax cross-entropy.
 - **Generator** (`generator/`, architecture "generator", `GeneratorConfig.mnist(256)`): the DeePSiM fc6
   generator's layers at small widths: defc7 256, defc6 256, defc5 512 -> reshape 32x4x4 -> deconvolutions
