@@ -2,7 +2,7 @@
 
 Thresholds sit under the figures measured when the shipped weights were trained (TRAINING.md beside them):
 on the 2000 held-out digits, accuracy 0.9945 (11 wrong) and label agreement of G(E(x)) 0.9925 (15 wrong);
-on the 100 shipped demo digits, 99/100 for both. The margins (19 and 35 digits of 2000, 4 of 100) absorb
+on the 100 shipped demo digits, 99/100 and 98/100. The margins (19 and 35 digits of 2000, 4 of 100) absorb
 float differences across machines, batch sizes and JAX versions, which flip at most a few borderline
 digits; a broken layer, layout, preprocessing or checkpoint costs far more than that.
 """
@@ -27,7 +27,7 @@ N_TRAIN = 8000                  # the split the shipped weights were trained wit
 MIN_HELDOUT_ACCURACY = 0.985    # measured 0.9945
 MIN_HELDOUT_AGREEMENT = 0.975   # measured 0.9925
 MIN_DEMO_ACCURACY = 0.95        # measured 0.99
-MIN_DEMO_AGREEMENT = 0.95       # measured 0.99
+MIN_DEMO_AGREEMENT = 0.95       # measured 0.98
 MAX_SHIPPED_BYTES = 5_000_000
 
 
