@@ -37,6 +37,7 @@ that one class (see ``_torchvision_stand_in``); Lucent's ImageNet normalization 
 from __future__ import annotations
 
 import argparse
+import copy
 import datetime
 import functools
 import json
@@ -408,7 +409,9 @@ def lucent_piece(nets: Nets, repeats: int, n_steps: int = 4) -> dict:
         def forward(self, x):
             return self.net(x[:, [2, 1, 0]] * 255.0 - mean_bgr)
 
-    model = CaffeSpace(net).eval()
+    model = CaffeSpace(net).eval()  # frozen: the twins are built with requires_grad off
+    # As a user would load it: weights that require gradients, so autograd also computes theirs.
+    as_loaded = CaffeSpace(copy.deepcopy(net).requires_grad_(True)).eval()
     layer = "net_convs_4"   # conv5 (before its ReLU: the functional ReLU is not a module)
     out: dict[str, Any] = {"note": note, "steps_timed": n_steps}
     classifier = Model("caffenet", nets.caffenet, nets.c_params, {})
@@ -416,11 +419,13 @@ def lucent_piece(nets: Nets, repeats: int, n_steps: int = 4) -> dict:
         objective_l = sum(lobj.channel(layer, c, batch=i) for i, c in enumerate(range(b)))
         variants = {}
 
-        def lucent_run(param_f, obj=objective_l):
-            render.render_vis(model, obj, param_f, thresholds=(n_steps,), show_image=False, progress=False,
+        def lucent_run(param_f, obj=objective_l, net_=model):
+            render.render_vis(net_, obj, param_f, thresholds=(n_steps,), show_image=False, progress=False,
                               preprocess=False, fixed_image_size=227)
         variants["lucent fft"] = functools.partial(
             lucent_run, lambda b=b: lparam.image(227, batch=b, fft=True, decorrelate=True))
+        variants["lucent fft, as loaded"] = functools.partial(
+            lucent_run, lambda b=b: lparam.image(227, batch=b, fft=True, decorrelate=True), net_=as_loaded)
         variants["lucent fft, 1 thread"] = _one_thread(variants["lucent fft"])
         try:
             from lucent.optvis.param.gan import upconvGAN

@@ -109,10 +109,13 @@ def test_dgn_am_runs_from_a_generator_of_each_code_layer(layer):
     result = preset.visualize(classifier, objectives.unit("fc8"), key=jax.random.key(1), target=3)
     trace = np.asarray(result.activation).ravel()
     assert result.image.shape[-3:] == (28, 28, 1)
-    # the baseline: the best of 64 random codes from DGN-AM's own start distribution, clipped the same way
+    # the baseline: 64 random codes from DGN-AM's own start distribution, clipped the same way; the run
+    # must beat the best of them by far more than they differ among themselves (a random generator's
+    # images barely move fc8, so their best may still be negative: measured gains 0.6-4.0, spread 0.002)
     codes = jnp.clip(preset.param.init(jax.random.key(5), 64), 0.0, 30.0)
-    best_random = float(classifier(preset.param.render(generator.params, codes), ("fc8",))["fc8"][:, 3].max())
-    assert trace[-1] > 5 * max(best_random, 0.0) and trace[-1] > trace[0], (trace[[0, -1]], best_random)
+    random_acts = np.asarray(classifier(preset.param.render(generator.params, codes), ("fc8",))["fc8"][:, 3])
+    gain = trace[-1] - random_acts.max()
+    assert gain > 50 * random_acts.std() and trace[-1] > trace[0], (trace[[0, -1]], random_acts.max())
     z = np.asarray(result.z)
     assert z.shape[-1] == generator.config.code_size
     assert z.min() >= 0.0 and z.max() <= 30.0 * 0.99 + 1e-4  # DGN-AM's clip, then its decay
