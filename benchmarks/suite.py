@@ -381,9 +381,13 @@ def _torchvision_stand_in() -> str | None:
     return "torchvision stand-in (transforms.Normalize only) installed in the benchmark process"
 
 
-def lucent_piece(nets: Nets, repeats: int, n_steps: int = 4) -> dict:
+def lucent_piece(nets: Nets, repeats: int, n_steps: int = 16) -> dict:
     """Per-step time of channel visualizations: Lucent (Fourier, decorrelated; and its upconvGAN code
-    parameterization, the DGN-AM-like one) vs recipes.lucid, on CaffeNet conv5 channels 0..b-1."""
+    parameterization, the DGN-AM-like one) vs recipes.lucid, on CaffeNet conv5 channels 0..b-1.
+
+    A whole render each call (set-up, ``n_steps`` steps, the result) over ``n_steps``: 16 steps, so the
+    per-render costs weigh on each side about as they do in a real render of hundreds of steps, not 4x.
+    """
     import torch
     note = _torchvision_stand_in()
     try:
