@@ -53,7 +53,7 @@ def make_optimizer(learning_rate: float, steps: int, weight_decay: float = 0.0) 
     return optax.adamw(schedule, weight_decay=weight_decay)
 
 
-def init_classifier(model: CaffeNet, x: jax.Array, key: jax.Array, hidden_fc_bias: float = 0.0) -> Params:
+def init_classifier(model: CaffeNet, x: jax.Array, key: jax.Array, hidden_fc_bias: float) -> Params:
     """Parameters scaled so every layer's output has unit std on ``x``; fc8 at 0.1 for calm first steps;
     the fc6 and fc7 biases at ``hidden_fc_bias``."""
     params = model.init(key, x[:1], taps=("fc8",))["params"]
