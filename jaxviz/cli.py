@@ -257,6 +257,15 @@ def _objective_option(p) -> None:
                         f"T={registry.TEMPERATURE:g} (default auto)")
 
 
+def _settings_line(method: str, clf, layer: str) -> str | None:
+    """One line saying where ``method`` departs from its paper on ``layer`` (None where it does not)."""
+    settings = registry.method_settings(method, clf, layer)
+    if not settings:
+        return None
+    shown = ", ".join(f"{k} {v:g}" for k, v in settings.items())
+    return f"{method} on {layer}: {shown} (the paper's settings on class layers; recipes.registry.method_settings)"
+
+
 def _run_visualize(args) -> int:
     check_output_file(args.out or f"out/{args.layer}_{args.unit}_{args.method}.png")
     clf = load("caffenet", args.classifier)
@@ -264,6 +273,8 @@ def _run_visualize(args) -> int:
     preset, objective = registry.build(args.method, clf, gen, args.layer, args.steps,
                                        kind=registry.OBJECTIVE_NAMES[args.objective])
     sweeps.layer_width(clf, args.layer)  # an unknown layer is named before any work
+    if line := _settings_line(args.method, clf, args.layer):
+        print(line)
     with Stage(f"visualize {args.layer} unit {args.unit} ({args.method})", preset.method.steps) as stage:
         result = preset.visualize(clf, objective, jax.random.key(args.seed), target=np.int32(args.unit),
                                   on_step=stage.update)
@@ -398,6 +409,8 @@ def _run_sweep(args) -> int:
     units = sweeps.parse_units(args.units, sweeps.layer_width(clf, args.layer))
     config = sweeps.SweepConfig(args.layer, units, args.method, args.steps, args.seeds_per_unit, args.seed,
                                 args.chunk_size, objective=args.objective)
+    if line := _settings_line(args.method, clf, args.layer):
+        print(line)
     s = sweeps.sweep(clf, gen, config, args.out, progress=args.progress, max_chunks=args.max_chunks)
     done = (s.out_dir / "index.html").exists()
     rate = f"{s.units_per_second:.2f} runs/s" if s.computed else "nothing left to compute (resumed)"

@@ -21,6 +21,14 @@ def test_visualize_writes_a_png(tmp_path, capsys):
     assert "fc8 unit 3: activation" in capsys.readouterr().out
 
 
+def test_visualize_says_where_dgn_am_departs_from_the_paper(tmp_path, capsys):
+    assert cli.main(["visualize", "--layer", "fc6", "--unit", "5", "--steps", "2",
+                     "--out", str(tmp_path / "fc6.png")]) == 0
+    assert "dgn_am on fc6: bound_scale 4, lr_start 4, decay 0" in capsys.readouterr().out
+    assert cli.main(["visualize", "--unit", "5", "--steps", "2", "--out", str(tmp_path / "fc8.png")]) == 0
+    assert "dgn_am on fc8" not in capsys.readouterr().out
+
+
 def test_visualize_names_bad_units_and_layers(capsys):
     assert cli.main(["visualize", "--unit", "12", "--steps", "2"]) == 2
     assert "unit 12 is out of range for layer 'fc8'" in capsys.readouterr().err

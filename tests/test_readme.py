@@ -9,6 +9,7 @@ the Python blocks run exactly as written.
 
 from __future__ import annotations
 
+import json
 import os
 import pathlib
 import re
@@ -116,3 +117,21 @@ def test_shell_command_runs(command, workdir):
         assert (out / "index.html").is_file() and (out / "results.jsonl").is_file()
     if " visualize " in command:
         assert "rank 0" in done.stdout and "wrote " in done.stdout
+
+
+@pytest.mark.slow  # the whole fc6 layer, 200 steps: 2-4 minutes on 2 cores
+def test_the_fc6_sweep_puts_what_the_readme_says_on_top(workdir):
+    """The README's fc6 sweep, run as written: the share of units on top and firing that its text claims
+    (and the issue's bars, 90 % on top and 95 % firing), within the few units of noise it warns about."""
+    command = next(c for c in shell_commands() if "--layer fc6 --units all --method dgn_am" in c)
+    text = README.read_text()
+    claimed = int(re.search(r"for \*\*\d+ %\*\* of the units\s+\((\d+) of 256\)", text).group(1))
+    args = shlex.split(command.replace("--out out/fc6", "--out full-fc6"))
+    done = subprocess.run([sys.executable, *args[1:]], cwd=workdir, capture_output=True, text=True, timeout=1200,
+                          env={**os.environ, "CI": ""})
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = [json.loads(line) for line in (workdir / "full-fc6" / "results.jsonl").read_text().splitlines()]
+    on_top = sum(r["rank"] == 0 and r["scored_rank"] == 0 for r in rows)
+    fires = sum(r["scored_activation"] > 0 for r in rows)
+    assert len(rows) == 256 and fires >= 0.95 * 256, fires
+    assert on_top >= 0.90 * 256 and abs(on_top - claimed) <= 8, (on_top, claimed)

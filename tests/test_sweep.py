@@ -19,7 +19,9 @@ from jaxviz.core import loop, objectives
 from jaxviz.recipes import registry
 from jaxviz.workflows import devices, runfolder
 from jaxviz.workflows import sweep as sw
+from jaxviz import recipes
 from jaxviz.models import load
+from jaxviz.models.model import code_bounds
 from jaxviz.core.run import optimize as visualize, optimize_batch, unit_keys
 
 from tests.conftest import REPO
@@ -291,6 +293,46 @@ def test_a_folder_of_the_earlier_dgn_am_default_is_not_resumed_with_the_new_one(
     with pytest.raises(runfolder.SweepError, match="different sweep.*auto_objective"):
         sw.sweep(*models, config, old, progress=False)
     assert sw.sweep(*models, dataclasses.replace(config, objective="pre"), old, progress=False).computed == 0
+
+
+def test_dgn_am_on_a_hidden_layer_runs_in_the_wider_box_and_class_layers_keep_the_paper(models):
+    clf, gen = models
+    assert registry.method_settings("dgn_am", clf, "fc6") == registry.HIDDEN_LAYER_SETTINGS
+    assert registry.method_settings("dgn_am", clf, "fc8") == {} == registry.method_settings("pixel", clf, "fc6")
+    s = registry.HIDDEN_LAYER_SETTINGS
+    wide = recipes.dgn_am(gen, bounds=s["bound_scale"] * code_bounds(gen), steps=6, lr_start=s["lr_start"],
+                          decay=s["decay"])
+    targets, keys = unit_keys(0, [3, 7])
+
+    def codes(preset, objective):
+        return np.asarray(optimize_batch(clf, objective, preset.param, keys=keys, targets=targets,
+                                         method=preset.method, aux_params=preset.aux_params).z)
+
+    hidden_preset, hidden_objective = registry.build("dgn_am", clf, gen, "fc6", 6)
+    hidden = codes(hidden_preset, hidden_objective)
+    np.testing.assert_array_equal(hidden, codes(wide, hidden_objective))
+    # the wider box is used: some code unit ends above the paper's bound, which the paper's preset never does
+    paper = codes(recipes.dgn_am(gen, steps=6), hidden_objective)
+    assert (hidden > code_bounds(gen) + 1e-6).any() and (paper <= code_bounds(gen) + 1e-6).all()
+    class_preset, class_objective = registry.build("dgn_am", clf, gen, "fc8", 6)
+    np.testing.assert_array_equal(codes(class_preset, class_objective),
+                                  codes(recipes.dgn_am(gen, steps=6), class_objective))
+
+
+def test_a_hidden_layer_folder_written_in_the_paper_box_is_not_resumed_in_the_wider_one(models, tmp_path):
+    config = sw.SweepConfig("fc6", (0, 1), "dgn_am", steps=2, chunk_size=2)
+    sw.sweep(*models, config, tmp_path / "fc6", progress=False, max_chunks=0)
+    path = tmp_path / "fc6" / runfolder.MANIFEST
+    manifest = json.loads(path.read_text())
+    assert manifest["method_settings"] == registry.HIDDEN_LAYER_SETTINGS
+    del manifest["method_settings"]  # what a folder started before the wider box holds
+    path.write_text(json.dumps(manifest))
+    with pytest.raises(runfolder.SweepError, match="different sweep.*method_settings"):
+        sw.sweep(*models, config, tmp_path / "fc6", progress=False)
+    # a class layer records nothing: its folders from before resume as they were
+    fc8 = tmp_path / "fc8"
+    sw.sweep(*models, sw.SweepConfig("fc8", (0,), "dgn_am", steps=2), fc8, progress=False, max_chunks=0)
+    assert "method_settings" not in json.loads((fc8 / runfolder.MANIFEST).read_text())
 
 
 @pytest.mark.slow

@@ -197,7 +197,11 @@ def sweep(classifier: Model, generator: Model | None, config: SweepConfig, out_d
     auto = registry.default_kind(config.method, classifier, config.layer) if kind is None else "pre"
     # An "auto" that no longer means the pre-activation unit is recorded, so a folder written under the
     # earlier default is refused rather than resumed with another objective.
+    # Likewise a method's departures from its recipe (dgn_am's wider box on a hidden layer): a folder
+    # written before them is refused, not finished under other settings.
+    settings = registry.method_settings(config.method, classifier, config.layer)
     manifest = {"format": FORMAT, **config.identity(), **({"auto_objective": auto} if auto != "pre" else {}),
+                **({"method_settings": settings} if settings else {}),
                 "chunk_size": chunk,
                 "classifier": model_fingerprint(classifier),
                 "generator": model_fingerprint(generator) if registry.METHODS[config.method].needs_generator else {},
