@@ -15,11 +15,11 @@ import jax
 import numpy as np
 import pytest
 
+from jaxviz import recipes
 from jaxviz.core import loop, objectives
 from jaxviz.recipes import registry
 from jaxviz.workflows import devices, runfolder
 from jaxviz.workflows import sweep as sw
-from jaxviz import recipes
 from jaxviz.models import load
 from jaxviz.models.model import code_bounds
 from jaxviz.core.run import optimize as visualize, optimize_batch, unit_keys

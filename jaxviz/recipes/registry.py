@@ -113,10 +113,15 @@ def unit_objective(classifier: Model, layer: str, kind: str | None = None) -> Ob
     return objectives.unit(target)
 
 
+def _rectified_hidden(classifier: Model, layer: str) -> bool:
+    # A rectified hidden layer read through its pre-activation: where dgn_am's selectivity objective and
+    # wider box apply. Class layers and layers without a pre-activation tap keep the paper's (only fc6 was
+    # measured).
+    return live_layer(classifier, layer) != layer
+
+
 def _selective_hidden(classifier: Model, layer: str) -> str:
-    # A rectified hidden layer read through its pre-activation gets the tempered selectivity; class layers
-    # and layers without a pre-activation tap keep the unit itself (only fc6 was measured).
-    return "tempered_log_softmax" if live_layer(classifier, layer) != layer else "pre"
+    return "tempered_log_softmax" if _rectified_hidden(classifier, layer) else "pre"
 
 
 def default_kind(name: str, classifier: Model, layer: str) -> str:
@@ -133,19 +138,14 @@ other one, then the whole layer): scales 1.5, 2, 3, 4, 6 and 30 for all units, w
 
 
 def _dgn_am_settings(classifier: Model, layer: str) -> dict:
-    # The selectivity objective's layers (a rectified hidden layer read through its pre-activation) get
-    # the wider box; class layers, where the paper's settings were made, keep them.
-    return dict(HIDDEN_LAYER_SETTINGS) if live_layer(classifier, layer) != layer else {}
+    return dict(HIDDEN_LAYER_SETTINGS) if _rectified_hidden(classifier, layer) else {}
 
 
 def _dgn_am(classifier: Model, generator: Model | None, layer: str, steps: int | None):
-    settings = _dgn_am_settings(classifier, layer)
-    if not settings:
-        return dgn_am(generator, **_steps(steps)), objectives.unit(layer)
-    bounds = settings["bound_scale"] * code_bounds(generator)
-    preset = dgn_am(generator, bounds=bounds, lr_start=settings["lr_start"], decay=settings["decay"],
-                    **_steps(steps))
-    return preset, objectives.unit(layer)
+    s = _dgn_am_settings(classifier, layer)
+    box = {"bounds": s["bound_scale"] * code_bounds(generator), "lr_start": s["lr_start"],
+           "decay": s["decay"]} if s else {}
+    return dgn_am(generator, **box, **_steps(steps)), objectives.unit(layer)
 
 
 def _pixel(classifier: Model, generator: Model | None, layer: str, steps: int | None):

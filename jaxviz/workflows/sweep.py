@@ -195,10 +195,9 @@ def sweep(classifier: Model, generator: Model | None, config: SweepConfig, out_d
         raise SweepError(chunk_memory_problem(chunk, run_bytes, n_dev, free_bytes))
     kind = registry.OBJECTIVE_NAMES[config.objective]
     auto = registry.default_kind(config.method, classifier, config.layer) if kind is None else "pre"
-    # An "auto" that no longer means the pre-activation unit is recorded, so a folder written under the
-    # earlier default is refused rather than resumed with another objective.
-    # Likewise a method's departures from its recipe (dgn_am's wider box on a hidden layer): a folder
-    # written before them is refused, not finished under other settings.
+    # An "auto" that no longer means the pre-activation unit is recorded, and so are a method's departures
+    # from its recipe (dgn_am's wider box on a hidden layer): a folder written before either is refused
+    # rather than finished under another objective or other settings.
     settings = registry.method_settings(config.method, classifier, config.layer)
     manifest = {"format": FORMAT, **config.identity(), **({"auto_objective": auto} if auto != "pre" else {}),
                 **({"method_settings": settings} if settings else {}),
