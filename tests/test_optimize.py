@@ -217,3 +217,23 @@ def test_redirected_relu_steps_must_not_be_negative():
 
     with pytest.raises(ValueError, match="redirected_relu_steps must be >= 0"):
         visualize(_GatedNet(), O.unit("y", 0), method=dataclasses.replace(METHOD, redirected_relu_steps=-1))
+
+
+def _plain_leaves(tree) -> list[np.ndarray]:
+    as_data = lambda a: jax.random.key_data(a) if jax.dtypes.issubdtype(a.dtype, jax.dtypes.prng_key) else a
+    return [np.asarray(as_data(a)) for a in jax.tree_util.tree_leaves(tree)]
+
+
+def test_initial_state_compiled_for_speed_of_compilation_equals_the_default_compilation(net):
+    # A run's initial state compiles at LLVM level 1 on CPU (run_once_options): it must hold the same
+    # values as the default compilation, for a Fourier image's random spectrum as for pixels.
+    from jaxviz.core.fourier import FourierImage
+    from jaxviz.core.loop import compiled_parts, run_once_options, run_parts
+    targets, keys = unit_keys(0, range(3))
+    for param in (FourierImage(28, 28, 1), Pixels((28, 28, 1))):
+        fast = compiled_parts(net.function, O.unit("fc8"), param, METHOD, True, False).init
+        default = jax.jit(jax.vmap(run_parts(net.function, O.unit("fc8"), param, METHOD).init, (None, None, 0, 0)))
+        for a, b in zip(_plain_leaves(fast(net.params, None, targets, keys)),
+                        _plain_leaves(default(net.params, None, targets, keys))):
+            np.testing.assert_array_equal(a, b)
+    assert run_once_options() == ({"xla_backend_optimization_level": 1} if jax.default_backend() == "cpu" else {})

@@ -136,3 +136,10 @@ def test_transforms_vmap_over_runs():
     keys = jax.random.split(jax.random.key(0), 2)
     out = jax.jit(jax.vmap(t))(keys, xs)
     np.testing.assert_allclose(out[1], t(keys[1], xs[1]), atol=1e-5)
+
+
+def test_uniform_index_draws_every_option_evenly():
+    # Each count is Binomial(170000, 1/17): mean 10000, sd 97; 6 sd either side.
+    draws = np.asarray(T.uniform_index(jax.random.key(0), 17, (170_000,)))
+    assert draws.dtype == np.int32 and draws.min() == 0 and draws.max() == 16
+    assert np.all(np.abs(np.bincount(draws, minlength=17) - 10_000) < 600)

@@ -43,6 +43,18 @@ def compose(*transforms: Transform) -> Transform:
     return apply
 
 
+def uniform_index(key: jax.Array, n: int, shape: Sequence[int]) -> jax.Array:
+    """Integers drawn uniformly from ``range(n)``, from one uniform float draw per integer.
+
+    ``jax.random.randint`` (and ``choice``, which calls it) hashes three times per draw to stay unbiased for
+    any range; for the few options a transform has, one float draw is as good (a bias of order n / 2^24)
+    and compiles in half the time on XLA:CPU, where LLVM optimizes every hash anew (a (2, 1) draw vmapped
+    over 8 runs, on a 2-core CPU: 0.48 s -> 0.25 s).
+    """
+    u = jax.random.uniform(key, tuple(shape))
+    return jnp.minimum((u * n).astype(jnp.int32), n - 1)
+
+
 # ----- jitter -----------------------------------------------------------------------------------------
 
 def shift(x: jax.Array, dy: jax.Array, dx: jax.Array, max_shift: int) -> jax.Array:
@@ -69,7 +81,7 @@ def jitter(max_shift: int) -> Transform:
             return x
         if max_shift >= min(x.shape[1:3]):
             raise ValueError(f"jitter of {max_shift} pixels does not fit images of size {x.shape[1:3]}")
-        d = jax.random.randint(key, (2, x.shape[0]), -max_shift, max_shift + 1)
+        d = uniform_index(key, 2 * max_shift + 1, (2, x.shape[0])) - max_shift
         return shift(x, d[0], d[1], max_shift)
     return apply
 
@@ -105,7 +117,7 @@ def _resample(x: jax.Array, matrices: jax.Array, reach: Reach) -> jax.Array:
 
 def _choose(key: jax.Array, options: Sequence[float], n: int) -> jax.Array:
     # Duplicates in ``options`` weight the draw, as Lucid's extra zeros in its angle list do.
-    return jax.random.choice(key, jnp.asarray(options, jnp.float32), (n,))
+    return jnp.asarray(options, jnp.float32)[uniform_index(key, len(options), (n,))]
 
 
 def scale_matrices(scales: jax.Array) -> jax.Array:
@@ -191,6 +203,6 @@ def standard_transforms(pad_width: int = 0, pad_value: float = 0.0) -> Transform
 
 
 __all__ = [
-    "Transform", "compose", "shift", "jitter", "affine_about_center", "scale_matrices", "rotation_matrices",
-    "random_scale", "random_rotate", "pad", "standard_transforms", "LUCID_SCALES", "LUCID_ANGLES",
+    "Transform", "compose", "uniform_index", "shift", "jitter", "affine_about_center", "scale_matrices",
+    "rotation_matrices", "random_scale", "random_rotate", "pad", "standard_transforms", "LUCID_SCALES", "LUCID_ANGLES",
 ]
