@@ -184,9 +184,10 @@ class Nets:
 
 
 def xla_cost(fn, args) -> tuple[Any, float | None, dict]:
-    """(compiled executable, XLA's GFLOP for one call, XLA's memory analysis in MB)."""
+    """(compiled executable, XLA's GFLOP for one call, XLA's memory analysis in MB), compiled as a run's step."""
+    from jaxviz.core.loop import step_options  # what the library's own steps compile with
     t0 = time.perf_counter()
-    compiled = jax.jit(fn).lower(*args).compile()
+    compiled = jax.jit(fn).lower(*args).compile(compiler_options=step_options() or None)
     compile_s = time.perf_counter() - t0
     gflop = None
     try:

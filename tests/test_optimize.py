@@ -237,3 +237,25 @@ def test_initial_state_compiled_for_speed_of_compilation_equals_the_default_comp
                         _plain_leaves(default(net.params, None, targets, keys))):
             np.testing.assert_array_equal(a, b)
     assert run_once_options() == ({"xla_backend_optimization_level": 1} if jax.default_backend() == "cpu" else {})
+
+
+def test_step_compiled_with_eigen_convolutions_equals_the_default_compilation(net):
+    # A run's step compiles its convolutions with Eigen on CPU (step_options): the same update as the
+    # default compilation up to float rounding, for pixels and a Fourier image, and the whole run too.
+    from jaxviz.core.fourier import FourierImage
+    from jaxviz.core.loop import compiled_parts, run_parts, step_options
+    targets, keys = unit_keys(0, range(3))
+    for param in (FourierImage(28, 28, 1), Pixels((28, 28, 1))):
+        fast = compiled_parts(net.function, O.unit("fc8"), param, METHOD, True, False)
+        parts = run_parts(net.function, O.unit("fc8"), param, METHOD)
+        default_step = jax.jit(jax.vmap(parts.step, (None, None, 0, 0, None)))
+        carry = fast.init(net.params, None, targets, keys)
+        for i in range(3):
+            got = fast.step(net.params, None, targets, carry, jnp.int32(i))
+            want = default_step(net.params, None, targets, carry, jnp.int32(i))
+            np.testing.assert_allclose(np.asarray(got.z), np.asarray(want.z), rtol=1e-4, atol=1e-5)
+            carry = got
+    if jax.default_backend() == "cpu":
+        assert step_options() == {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"}
+    else:
+        assert step_options() == {}

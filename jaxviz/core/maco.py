@@ -25,7 +25,7 @@ import numpy as np
 
 from jaxviz.core.colour import (channel_mean, check_per_channel, colour_matrix, freeze_matrix,
                                 sigmoid_to_input)
-from jaxviz.core.loop import Method, Result, run_parts
+from jaxviz.core.loop import Method, Result, run_parts, step_options
 from jaxviz.core.objectives import CODE, IMAGE, Objective
 from jaxviz.core.params import Parameterization
 
@@ -151,7 +151,8 @@ def transparency(net: Any, objective: Objective, param: Parameterization, method
         transform_key = jax.random.split(jax.random.fold_in(loop_key, i))[0]
         return jax.grad(value)(param.render(aux, z), z, net_params, t, transform_key)
 
-    step, finish = jax.jit(parts.step), jax.jit(parts.finish)
+    step = jax.jit(parts.step, compiler_options=step_options())
+    finish = jax.jit(parts.finish, compiler_options=step_options())
     carry = jax.jit(parts.init)(net.params, aux_params, target, key)
     total = jnp.zeros_like(param.render(aux_params, carry.z))
     for i in range(method.steps):
