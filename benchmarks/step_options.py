@@ -51,7 +51,7 @@ def main() -> None:
                               repeats=args.repeats)
             d, s = (1000 * res[k]["median_s"] for k in ("default", "step_options"))
             print(f"{name} b{b}: default {d:.1f} ms, step_options {s:.1f} ms, ratio {s / d:.3f}, "
-                  f"relative L2 distance {distance:.1e}, load {res['default']['load_before']:.1f}", flush=True)
+                  f"relative L2 distance {distance:.1e}, load {res['default']['load_before'][0]:.1f}", flush=True)
 
 
 if __name__ == "__main__":
