@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from jaxviz.models.preprocessing import MEAN_BGR
-from jaxviz.core.fourier import COLOR_CORRELATION_NORMALIZED, COLOR_CORRELATION_SVD_SQRT, FourierImage, rfft2d_freqs
+from jaxviz.core.fourier import (COLOR_CORRELATION_NORMALIZED, COLOR_CORRELATION_SVD_SQRT, FourierImage,
+                                 live_spectrum_mask, rfft2d_freqs)
 from jaxviz.recipes import fourier_image_for
 
 
@@ -49,6 +50,25 @@ def test_render_matches_lucid_transcription(h, w, decay_power):
 def test_spectrum_layout_follows_lucid():
     assert rfft2d_freqs(10, 12).shape == (10, 7) and rfft2d_freqs(10, 11).shape == (10, 7)
     assert rfft2d_freqs(4, 4)[0, 0] == 0.0 and rfft2d_freqs(4, 4)[2, 2] == pytest.approx(np.sqrt(0.5))
+
+
+@pytest.mark.parametrize("h,w", [(6, 8), (5, 7), (4, 5)])
+def test_masked_spectrum_variables_are_exactly_those_the_inverse_fft_ignores(h, w):
+    """Brute force: a variable is masked iff changing it alone leaves numpy's irfft2 image unchanged; the
+    masked ones get an exactly zero gradient (rounding noise there would feed Adam a random walk)."""
+    wf = rfft2d_freqs(h, w).shape[1]
+    z = np.random.default_rng(0).normal(size=(h, wf, 2))
+    def image(v):
+        return np.fft.irfft2(v[..., 0] + 1j * v[..., 1], s=(h, 2 * (wf - 1)))
+    moves = np.zeros((h, wf, 2), bool)
+    for index in np.ndindex(*z.shape):
+        nudged = z.copy()
+        nudged[index] += 1.0
+        moves[index] = np.abs(image(nudged) - image(z)).max() > 1e-9
+    np.testing.assert_array_equal(live_spectrum_mask(h, w) == 1.0, moves)
+    p = caffe_fourier(h, w, sd=0.5)
+    grad = jax.grad(lambda v: jnp.sum(p.render(None, v) ** 3))(p.init(jax.random.key(1), 2))
+    assert np.all(np.asarray(grad)[:, :, ~moves] == 0.0) and np.all(np.abs(grad)[:, :, moves] > 0)
 
 
 def test_colour_matrix_constants():

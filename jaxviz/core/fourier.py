@@ -36,6 +36,21 @@ def rfft2d_freqs(height: int, width: int) -> np.ndarray:
     return np.sqrt(fx * fx + fy * fy)
 
 
+def live_spectrum_mask(height: int, width: int) -> np.ndarray:
+    """(H, Wf, 2) ones, zero on the imaginary parts an inverse real FFT discards (self-conjugate bins).
+
+    Those bins (DC and Nyquist rows and columns) have real spectra, so ``irfft2`` ignores their imaginary
+    parts and their true gradient is zero. The FFT's rounding leaves ~1e-10 there instead, which Adam's
+    normalized step would turn into full-size random walks of variables that draw nothing; masking them
+    keeps their gradient exactly zero, so they stay at their start and runs compare equal across batch sizes.
+    """
+    wf = rfft2d_freqs(height, width).shape[1]
+    mask = np.ones((height, wf, 2), np.float32)
+    rows = [0] + ([height // 2] if height % 2 == 0 else [])
+    mask[np.ix_(rows, [0, wf - 1], [1])] = 0.0  # the padded width 2 (wf - 1) is even: wf - 1 is Nyquist
+    return mask
+
+
 def spectrum_scale(height: int, width: int, decay_power: float) -> np.ndarray:
     """(H, Wf) factor applied to the spectrum: ``sqrt(H W) / max(f, 1 / max(H, W))^decay_power``."""
     freqs = rfft2d_freqs(height, width)
@@ -48,7 +63,8 @@ def spectrum_scale(height: int, width: int, decay_power: float) -> np.ndarray:
 class FourierImage:
     """Images as decorrelated Fourier spectra (Lucid's ``image(..., fft=True, decorrelate=True)``).
 
-    ``z`` has shape (n, channels, H, Wf, 2): the real and imaginary parts of each channel's spectrum.
+    ``z`` has shape (n, channels, H, Wf, 2): the real and imaginary parts of each channel's spectrum
+    (the imaginary parts of self-conjugate bins, which draw nothing, are masked: ``live_spectrum_mask``).
     ``mean`` is subtracted from ``pixel_scale * colours`` in the network's channel order (None: zero);
     ``jaxviz.recipes.fourier_image_for`` fills it, the scale and the channel order from a model's card.
     With 3 channels the colours are flipped to BGR when ``bgr``. Colour decorrelation works for any
@@ -99,6 +115,7 @@ class FourierImage:
     def colour_space(self, z: jax.Array) -> jax.Array:
         """(n, H, W, C) images before the colour mapping: the scaled spectrum, inverted and cropped."""
         scale = spectrum_scale(self.height, self.width, self.decay_power)
+        z = z * live_spectrum_mask(self.height, self.width)
         spectrum = jax.lax.complex(z[..., 0], z[..., 1]) * scale
         wf = spectrum.shape[-1]
         pixels = jnp.fft.irfft2(spectrum, s=(self.height, 2 * (wf - 1)), axes=(-2, -1))
@@ -124,5 +141,5 @@ class FourierImage:
         return colours * self.pixel_scale - jnp.asarray(self.channel_mean())
 
 
-__all__ = ["FourierImage", "rfft2d_freqs", "spectrum_scale", "COLOR_CORRELATION_SVD_SQRT",
+__all__ = ["FourierImage", "live_spectrum_mask", "rfft2d_freqs", "spectrum_scale", "COLOR_CORRELATION_SVD_SQRT",
            "COLOR_CORRELATION_NORMALIZED"]
