@@ -44,7 +44,7 @@ def main() -> None:
         for b in args.batches:
             call_args = nets.jax_args(name, b)
             lowered = jax.jit(fns[name]).lower(*call_args)
-            default, shipped = lowered.compile(), lowered.compile(compiler_options=options or None)
+            default, shipped = lowered.compile(), lowered.compile(compiler_options=options)
             distance = _relative_l2(shipped(*call_args), default(*call_args))
             res = interleaved({"default": functools.partial(lambda c: block(c(*call_args)), default),
                                "step_options": functools.partial(lambda c: block(c(*call_args)), shipped)},

@@ -187,7 +187,7 @@ def xla_cost(fn, args) -> tuple[Any, float | None, dict]:
     """(compiled executable, XLA's GFLOP for one call, XLA's memory analysis in MB), compiled as a run's step."""
     from jaxviz.core.loop import step_options  # what the library's own steps compile with
     t0 = time.perf_counter()
-    compiled = jax.jit(fn).lower(*args).compile(compiler_options=step_options() or None)
+    compiled = jax.jit(fn).lower(*args).compile(compiler_options=step_options())
     compile_s = time.perf_counter() - t0
     gflop = None
     try:

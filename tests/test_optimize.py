@@ -255,7 +255,5 @@ def test_step_compiled_with_eigen_convolutions_equals_the_default_compilation(ne
             want = default_step(net.params, None, targets, carry, jnp.int32(i))
             np.testing.assert_allclose(np.asarray(got.z), np.asarray(want.z), rtol=1e-4, atol=1e-5)
             carry = got
-    if jax.default_backend() == "cpu":
-        assert step_options() == {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"}
-    else:
-        assert step_options() == {}
+    eigen = {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"}
+    assert step_options() == (eigen if jax.default_backend() == "cpu" else {})

@@ -350,9 +350,10 @@ def compiled_parts(net_apply: NetApply, objective: Objective, param: Parameteriz
     parts = run_parts(net_apply, objective, param, method)
     vmap = (lambda f, axes: jax.vmap(f, in_axes=axes)) if batched else (lambda f, axes: f)
     run_axes = (None, None, 0, 0) + ((0,) if with_z0 else ())
+    every_step = step_options()
     compiled = RunParts(jax.jit(vmap(parts.init, run_axes), compiler_options=run_once_options()),
-                        jax.jit(vmap(parts.step, (None, None, 0, 0, None)), compiler_options=step_options()),
-                        jax.jit(vmap(parts.finish, (None, None, 0, 0)), compiler_options=step_options()))
+                        jax.jit(vmap(parts.step, (None, None, 0, 0, None)), compiler_options=every_step),
+                        jax.jit(vmap(parts.finish, (None, None, 0, 0)), compiler_options=every_step))
     _PARTS[key] = compiled
     if len(_PARTS) > COMPILED_CACHE_SIZE:
         _PARTS.popitem(last=False)

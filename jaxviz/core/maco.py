@@ -151,8 +151,8 @@ def transparency(net: Any, objective: Objective, param: Parameterization, method
         transform_key = jax.random.split(jax.random.fold_in(loop_key, i))[0]
         return jax.grad(value)(param.render(aux, z), z, net_params, t, transform_key)
 
-    step = jax.jit(parts.step, compiler_options=step_options())
-    finish = jax.jit(parts.finish, compiler_options=step_options())
+    every_step = step_options()
+    step, finish = (jax.jit(f, compiler_options=every_step) for f in (parts.step, parts.finish))
     carry = jax.jit(parts.init)(net.params, aux_params, target, key)
     total = jnp.zeros_like(param.render(aux_params, carry.z))
     for i in range(method.steps):
