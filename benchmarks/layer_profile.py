@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks.timing import block, interleaved, load, machine
+from jaxviz.core.loop import step_options
 from jaxviz.models import layers
 
 
@@ -120,14 +121,14 @@ def layer_variants(spec: dict, forms: list[str | None]) -> dict[str, Callable[[]
     x = _rand(spec["shape"], 3, 10.0)
     for form in forms:
         f, w = jax_fn(spec, form)
-        fwd = jax.jit(f)
+        fwd = jax.jit(f, compiler_options=step_options())   # as a run's step compiles it
         y = fwd(x, *w)
         ct = _rand(y.shape, 4)
 
         def vjp(x, ct, *w, f=f):  # the output too: a linear layer's input gradient would not need it
             y, back = jax.vjp(lambda v: f(v, *w), x)
             return y, back(ct)[0]
-        vjp = jax.jit(vjp)
+        vjp = jax.jit(vjp, compiler_options=step_options())
         tag = "jaxviz" if form is None else f"jaxviz[{form}]"
         out[f"{tag} fwd"] = functools.partial(lambda fwd, x, w: block(fwd(x, *w)), fwd, x, w)
         out[f"{tag} vjp"] = functools.partial(lambda vjp, x, ct, w: block(vjp(x, ct, *w)), vjp, x, ct, w)

@@ -194,7 +194,9 @@ def test_default_forms_by_shape_on_cpu():
         pytest.skip("the shape rules are XLA:CPU's")
     assert layers.conv_form((8, 227, 227, 3), (11, 11, 3, 96), (4, 4)) == layers.CONV1_FORM
     assert layers.conv_form((8, 27, 27, 96), (5, 5, 48, 256), (1, 1), groups=2) == "split"
-    assert layers.conv_form((8, 13, 13, 256), (3, 3, 256, 384), (1, 1)) == "im2col"
+    assert layers.conv_form((4, 13, 13, 256), (3, 3, 256, 384), (1, 1)) == "im2col"     # 676 output rows
+    assert layers.conv_form((8, 13, 13, 256), (3, 3, 256, 384), (1, 1)) == "direct"     # 1352
+    assert layers.conv_form((16, 8, 8, 256), (3, 3, 256, 512), (1, 1)) == "im2col"      # 1024
     assert layers.conv_form((8, 32, 32, 128), (3, 3, 128, 128), (1, 1)) == "direct"
     assert layers.deconv_form((8, 128, 128, 32), (4, 4, 32, 3), (2, 2)) == "direct"
     assert layers.deconv_form((8, 64, 64, 64), (4, 4, 64, 32), (2, 2)) == "phases"

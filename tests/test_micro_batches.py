@@ -106,3 +106,24 @@ def test_a_cut_layer_equals_the_same_layer_uncut_under_vmap(kind):
                                    rtol=RTOL, atol=ATOL)
         grads = lambda g: jax.jit(jax.vmap(jax.grad(lambda xi: jnp.sum(jnp.tanh(g(xi, w))))))(x)  # noqa: E731
         np.testing.assert_allclose(grads(cut), grads(f), rtol=RTOL, atol=ATOL)
+
+
+@pytest.mark.parametrize("runs, form", [(4, "im2col"), (16, "direct")])
+def test_under_vmap_a_small_map_convolution_takes_the_form_of_all_the_runs_batch(runs, form):
+    """conv3-like layers run as im2col in small batches and directly in large ones (``IM2COL_MAX_ROWS``);
+    a sweep's runs are each a batch of one under vmap, so the form is chosen where vmap folds them in."""
+    rng = np.random.default_rng(2)
+    x = jnp.asarray(rng.normal(size=(runs, 1, 10, 10, 8)), jnp.float32)    # 100 positions a run
+    w = jnp.asarray(rng.normal(0, 0.1, size=(3, 3, 8, 16)), jnp.float32)   # 72 taps an output
+    assert layers.conv_form((runs, 10, 10, 8), w.shape, (1, 1)) == form
+    assert layers.conv_form((1, 10, 10, 8), w.shape, (1, 1)) == "im2col"
+    ours = lambda xi: layers.conv2d(xi, w, None, (1, 1), (1, 1))                             # noqa: E731
+    reference = lambda xi: jax.lax.conv_general_dilated(                                   # noqa: E731
+        xi, w, (1, 1), [(1, 1), (1, 1)], dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    np.testing.assert_allclose(jax.vmap(ours)(x), jax.vmap(reference)(x), rtol=RTOL, atol=ATOL)
+    grads = lambda f: jax.jit(jax.vmap(jax.grad(lambda xi: jnp.sum(jnp.tanh(f(xi))))))      # noqa: E731
+    np.testing.assert_allclose(grads(ours)(x), grads(reference)(x), rtol=RTOL, atol=ATOL)
+    for program in (jax.vmap(ours), jax.vmap(jax.grad(lambda xi: jnp.sum(ours(xi) ** 2)))):
+        hlo = jax.jit(program).lower(x).compile().as_text()   # optimized: the unused weight cotangent is gone
+        assert (" dot(" in hlo) == (form == "im2col")
+        assert (" convolution(" in hlo) == (form == "direct")

@@ -17,7 +17,7 @@ from jax import lax
 
 from jaxviz.core import relu_rules
 from jaxviz.core.relu_rules import RELU_RULES, relu_backward  # noqa: F401  (the layers' names for them)
-from jaxviz.models.micro_batches import micro_batched
+from jaxviz.models.micro_batches import micro_batched, whole
 
 
 def caffe_pool_output_size(size: int, kernel: int, stride: int, pad: int) -> int:
@@ -219,10 +219,14 @@ def _conv2d_nobias(x, kernel, stride, pad, dilation, groups, form):
 
 
 def _scheduled(kind, layer, x, kernel, stride, pad, dilation, groups, form):
-    """``layer`` (a bias-free conv2d / deconv2d body), over parts of the batch where that is faster."""
-    if form is None and in_micro_batches(kind, x.shape, kernel.shape, stride):
-        return micro_batched(functools.partial(layer, stride=stride, pad=pad, dilation=dilation, groups=groups,
-                                               form=None))(x, kernel)
+    """``layer`` (a bias-free conv2d / deconv2d body), over parts of the batch where that is faster, and
+    with its form chosen by the batch of all of ``vmap``'s runs where the best form depends on the batch."""
+    if form is None:
+        body = functools.partial(layer, stride=stride, pad=pad, dilation=dilation, groups=groups, form=None)
+        if in_micro_batches(kind, x.shape, kernel.shape, stride):
+            return micro_batched(body)(x, kernel)
+        if kind == "conv" and _form_depends_on_batch(x.shape, kernel.shape, stride, dilation, groups):
+            return micro_batched(body, whole)(x, kernel)
     return layer(x, kernel, stride, pad, dilation, groups, form)
 
 
@@ -244,17 +248,35 @@ def conv_form(x_shape, kernel_shape, stride, dilation=(1, 1), groups: int = 1) -
         return "split" if 1 < groups <= 16 else "direct"
     if tuple(dilation) != (1, 1) or groups > 16:
         return "split" if 1 < groups <= 16 else "direct"
-    kh, kw, c_in_g, _ = kernel_shape
     if tuple(stride) != (1, 1):
         # conv1 (11x11, stride 4, 3 channels): XLA:CPU's direct form has the fastest forward, but its
         # gradient is slow; the space-to-depth form (a 3x3 stride-1 convolution over 48 channels)
         # differentiates fastest. CONV1_FORM combines them.
         return CONV1_FORM
-    if groups == 1 and kh * kw * c_in_g >= 64 and x_shape[1] * x_shape[2] <= 200:
-        # small maps (CaffeNet's 13x13 conv3, the generator's 8x8 conv5_1): one matmul beats XLA:CPU's
-        # convolution; on larger maps (16x16 and up) the direct convolution wins.
+    if _form_depends_on_batch(x_shape, kernel_shape, stride, dilation, groups) and (
+            x_shape[0] * x_shape[1] * x_shape[2] <= IM2COL_MAX_ROWS):
+        # small maps in small batches (CaffeNet's 13x13 conv3, the generator's 8x8 conv5_1, up to batch 6
+        # and 16): one matmul beats XLA:CPU's convolution; on larger maps (16x16 and up), and on these in
+        # larger batches, the direct convolution wins.
         return "im2col"
     return "split" if groups > 1 else "direct"
+
+
+IM2COL_MAX_ROWS = 1024
+"""The most output positions (batch x height x width) for which a small-map convolution runs as im2col on
+CPU. Measured on a 2-core Intel Xeon, vjp ms im2col / direct: conv3 (13x13, 256 -> 384) at batch 4 (676
+rows) 8.3 / 9.4, 8 (1352) 15.4 / 14.7, 32 (5408) 88 / 62; the generator's conv5_1 (8x8) at batch 8 (512)
+8.5 / 10.2, 16 (1024) 16.2 / 15.7, 32 (2048) 42 / 32."""
+
+
+def _form_depends_on_batch(x_shape, kernel_shape, stride, dilation=(1, 1), groups: int = 1) -> bool:
+    """Whether ``conv_form`` picks im2col or the direct form by the batch: a stride-1 convolution on CPU
+    with enough taps per output (>= 64) on a map of at most 200 positions."""
+    if jax.default_backend() != "cpu" or len(x_shape) != 4:
+        return False
+    kh, kw, c_in_g, _ = kernel_shape
+    return (tuple(stride) == (1, 1) and tuple(dilation) == (1, 1) and groups == 1 and kh * kw * c_in_g >= 64
+            and x_shape[1] * x_shape[2] <= 200)
 
 
 def _conv2d_direct(x, kernel, stride, pad, dilation, groups):
