@@ -105,3 +105,32 @@ def test_random_transforms_use_it_and_keep_far_zooms():
     assert "gather" in jaxpr and "scatter" not in jaxpr
     old = jax.make_jaxpr(jax.grad(lambda v: jnp.sum(T.affine_about_center(v, MATRICES[:2]) ** 2)))(x)
     assert "scatter" in str(old)  # what the check would catch
+
+
+def reference_shifted(x: jax.Array, matrices: jax.Array, offsets: jax.Array) -> jax.Array:
+    """``reference`` with a translation: output p reads c + M (p - c) + t."""
+    n, h, w, c = x.shape
+    centre = jnp.asarray([(h - 1) / 2.0, (w - 1) / 2.0])
+    grid = jnp.stack(jnp.meshgrid(jnp.arange(h, dtype=jnp.float32), jnp.arange(w, dtype=jnp.float32),
+                                  indexing="ij")) - centre[:, None, None]
+
+    def one(image, m, t):
+        src = jnp.einsum("ij,jhw->ihw", m, grid) + (centre + t)[:, None, None]
+        return jnp.stack([map_coordinates(image[..., k], [src[0], src[1]], order=1, mode="mirror")
+                          for k in range(c)], -1)
+    return jax.vmap(one)(x, matrices, offsets)
+
+
+# Whole and fractional shifts, up to 6.5 pixels: past the border of a 23 x 19 image at its edges.
+OFFSETS = jnp.asarray([[6.5, -3.0], [-2.25, 4.0], [0.0, 0.0], [-6.5, -6.5]])
+
+
+def test_translation_values_and_gradient_equal_map_coordinates():
+    x, cotangent = images(8), images(9)
+    reach = R.reach_of(MATRICES, shift=6.5)
+    assert R._margin(23, 19, reach) == R._margin(23, 19, R.reach_of(MATRICES)) + 7
+    ours = lambda v: R.affine_resample(v, MATRICES, reach, OFFSETS)
+    np.testing.assert_allclose(ours(x), reference_shifted(x, MATRICES, OFFSETS), atol=2e-5, rtol=1e-5)
+    grad = jax.vjp(ours, x)[1](cotangent)[0]
+    theirs = jax.vjp(lambda v: reference_shifted(v, MATRICES, OFFSETS), x)[1](cotangent)[0]
+    np.testing.assert_allclose(grad, theirs, atol=5e-5, rtol=1e-5)

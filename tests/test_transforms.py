@@ -143,3 +143,41 @@ def test_uniform_index_draws_every_option_evenly():
     draws = np.asarray(T.uniform_index(jax.random.key(0), 17, (170_000,)))
     assert draws.dtype == np.int32 and draws.min() == 0 and draws.max() == 16
     assert np.all(np.abs(np.bincount(draws, minlength=17) - 10_000) < 600)
+
+
+def _ramp(shape) -> jax.Array:
+    """An image linear in row and column, per channel: bilinear interpolation reproduces it exactly."""
+    n, h, w, c = shape
+    rows, cols = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
+    slopes = np.random.default_rng(0).normal(size=(n, 1, 1, c, 2))
+    return jnp.asarray(slopes[..., 0] * rows[None, :, :, None] + slopes[..., 1] * cols[None, :, :, None]
+                       + np.arange(c), jnp.float32)
+
+
+def test_random_affine_draws_the_chains_maps():
+    """On a linear image, away from the borders, one resampling of the composed map equals the four steps
+    drawn from the same key: the same jitters, scale and angle, each image its own."""
+    x = _ramp((6, 64, 64, 3))
+    chain = T.compose(T.jitter(8), T.random_scale(T.LUCID_SCALES), T.random_rotate(T.LUCID_ANGLES), T.jitter(4))
+    fused = T.random_affine(T.LUCID_SCALES, T.LUCID_ANGLES, shift_before=8, shift_after=4)
+    for k in range(4):
+        key = jax.random.key(k)
+        a, b = np.asarray(fused(key, x)), np.asarray(chain(key, x))
+        # The centre 16 x 16: no step of the chain reads past a border there.
+        np.testing.assert_allclose(a[:, 24:40, 24:40], b[:, 24:40, 24:40], atol=2e-4)
+    assert not np.allclose(fused(jax.random.key(0), x), fused(jax.random.key(1), x))
+
+
+def test_random_affine_gradient_gathers_and_small_images_still_work():
+    x = images(shape=(2, 64, 64, 3))
+    t = T.standard_transforms()
+    jaxpr = str(jax.make_jaxpr(jax.grad(lambda v: jnp.sum(t(jax.random.key(1), v) ** 2)))(x))
+    assert "gather" in jaxpr and "scatter" not in jaxpr
+    # 20 x 20 cannot mirror the margin a 1.3x reach with 13-pixel shifts needs: map_coordinates takes it.
+    small = images(shape=(2, 20, 20, 1))
+    g = jax.grad(lambda v: jnp.sum(t(jax.random.key(2), v) ** 2))(small)
+    assert np.all(np.isfinite(np.asarray(g))) and float(jnp.abs(g).sum()) > 0
+    with pytest.raises(ValueError, match="jitter of 8 pixels"):
+        t(jax.random.key(0), images(shape=(1, 8, 8, 1)))
+    with pytest.raises(ValueError, match="positive scales"):
+        T.random_affine([0.0], [0.0])
