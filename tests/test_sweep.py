@@ -229,7 +229,11 @@ def test_four_cpu_devices_equal_one(models, tmp_path):
     Each device runs its quarter of the chunk through a program compiled for that batch size, so the sums
     may be ordered differently. A method with a continuous update keeps that at float noise; the pixel
     method's percentile clip would amplify a last-bit difference into a flipped pixel, so Lucid's
-    Fourier image with Adam is the one compared here.
+    Fourier image with Adam is the one compared here. Adam's normalized step still lifts last-bit
+    differences in near-zero gradients to steps of its learning rate: a process with 4 host devices sums
+    differently even for one device's batch (the same 2 runs, no transform: z 9e-7 apart after 4 steps),
+    so images and variables are compared to 1e-3 (seen: 3e-4 in 65 of 12544 pixels of a +-4 range, 2e-4
+    in 1 of 13440 variables); a run on the wrong shard would be off by the whole image.
     """
     config = sw.SweepConfig("fc6", tuple(range(16)), "lucid", steps=4, chunk_size=8)
     sw.sweep(*models, config, tmp_path / "one", progress=False)
@@ -242,8 +246,8 @@ def test_four_cpu_devices_equal_one(models, tmp_path):
     assert "on 4 device(s)" in run.stdout
     data, ref = sw.load_chunks(out), sw.load_chunks(tmp_path / "one")
     np.testing.assert_array_equal(data["unit"], ref["unit"])
-    for k in ("image", "z", "final_activation", "best_objective"):
-        np.testing.assert_allclose(data[k], ref[k], rtol=1e-4, atol=1e-4, err_msg=k)
+    for k, atol in (("image", 1e-3), ("z", 1e-3), ("final_activation", 1e-4), ("best_objective", 1e-4)):
+        np.testing.assert_allclose(data[k], ref[k], rtol=1e-4, atol=atol, err_msg=k)
 
 
 @pytest.mark.slow  # the whole demo: about 40 s on a 2-core CPU
