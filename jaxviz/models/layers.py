@@ -193,6 +193,10 @@ def conv2d(x: jax.Array, kernel: jax.Array, bias: jax.Array | None, stride: Sequ
       zero-padded to a multiple of the stride) and a stride-1 convolution; ``"s2d_im2col"`` does that
       stride-1 convolution as im2col;
     - ``"direct_s2d_grad"``: the direct form forward, the ``"s2d"`` form's gradients (a ``custom_vjp``).
+
+    On CPU, with the form chosen by shape, conv1-like and small-map layers run through
+    ``models.micro_batches`` (cut into parts, or with the form chosen by the batch of all of ``vmap``'s
+    runs): reverse mode only there; pass ``form=`` for ``jvp``.
     """
     y = _scheduled("conv", _conv2d_nobias, x, kernel, tuple(stride), tuple(pad), tuple(dilation), groups, form)
     return y if bias is None else y + bias
