@@ -70,6 +70,11 @@ def shift(x: jax.Array, dy: jax.Array, dx: jax.Array, max_shift: int) -> jax.Arr
     return jax.vmap(one)(xp, jnp.asarray(dy, jnp.int32), jnp.asarray(dx, jnp.int32))
 
 
+def _require_shift_fits(max_shift: int, x: jax.Array) -> None:
+    if max_shift >= min(x.shape[1:3]):
+        raise ValueError(f"jitter of {max_shift} pixels does not fit images of size {x.shape[1:3]}")
+
+
 def jitter(max_shift: int) -> Transform:
     """Shift each image by a random integer offset in ``[-max_shift, max_shift]`` per axis (reflected borders)."""
     if max_shift < 0:
@@ -79,8 +84,7 @@ def jitter(max_shift: int) -> Transform:
         require_image(x, "jitter")
         if max_shift == 0:
             return x
-        if max_shift >= min(x.shape[1:3]):
-            raise ValueError(f"jitter of {max_shift} pixels does not fit images of size {x.shape[1:3]}")
+        _require_shift_fits(max_shift, x)
         d = uniform_index(key, 2 * max_shift + 1, (2, x.shape[0])) - max_shift
         return shift(x, d[0], d[1], max_shift)
     return apply
@@ -191,9 +195,7 @@ def random_affine(scales: Sequence[float], degrees: Sequence[float], shift_befor
     def apply(key: jax.Array, x: jax.Array) -> jax.Array:
         require_image(x, "random_affine")
         n = x.shape[0]
-        for m in (shift_before, shift_after):
-            if m >= min(x.shape[1:3]):
-                raise ValueError(f"jitter of {m} pixels does not fit images of size {x.shape[1:3]}")
+        _require_shift_fits(max(shift_before, shift_after), x)
         # The keys and draws of ``compose(jitter, random_scale, random_rotate, jitter)``: the same maps.
         k_before, k_scale, k_angle, k_after = jax.random.split(key, 4)
         d_before = (uniform_index(k_before, 2 * shift_before + 1, (2, n)).T - shift_before).astype(jnp.float32)
