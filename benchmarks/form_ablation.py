@@ -5,6 +5,9 @@ default forms and with one layer forced to another form (``conv_form`` / ``decon
 time for that layer's kernel shape), interleaved, medians and minima::
 
     python -m benchmarks.form_ablation --workload pixel --batches 1,8 --layer conv1 --forms direct,s2d,s2d_im2col
+    python -m benchmarks.form_ablation --workload dgn_am --batches 8,32 --layer fc --forms dot,conv
+
+Each step compiles with the options a run's step gets (``core.loop.step_options``).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import jax
 
 from benchmarks.suite import Nets
 from benchmarks.timing import block, interleaved
+from jaxviz.core.loop import step_options
 from jaxviz.models import layers
 
 KERNELS = {"conv1": (11, 11, 3, 96), "conv2": (5, 5, 48, 256), "conv3": (3, 3, 256, 384),
@@ -30,14 +34,18 @@ KERNELS = {"conv1": (11, 11, 3, 96), "conv2": (5, 5, 48, 256), "conv3": (3, 3, 2
 @contextlib.contextmanager
 def forced(layer: str | None, form: str | None):
     """Force ``form`` for the convolution/deconvolution whose kernel has ``layer``'s shape (``layer="pool"``:
-    every max pooling; ``form="legacy"``: every layer in the forms jaxviz used before this suite)."""
-    saved = layers.conv_form, layers.deconv_form, layers.POOL_FORM
+    every max pooling; ``layer="fc"``: every fully connected layer; ``form="legacy"``: every layer in the
+    forms jaxviz used before this suite)."""
+    saved = layers.conv_form, layers.deconv_form, layers.POOL_FORM, layers.dense_form
     if layer == "pool" and form:
         layers.POOL_FORM = form
+    elif layer == "fc" and form:
+        layers.dense_form = lambda x_shape: form
     elif form == "legacy":   # the forms before the speed work: per-group split, per-phase deconvolutions, XLA pool
         layers.conv_form = lambda x, k, s, d=(1, 1), g=1: "split" if 1 < g <= 16 else "direct"
         layers.deconv_form = lambda x, k, s, d=(1, 1), g=1: "phases" if tuple(s) != (1, 1) else "direct"
         layers.POOL_FORM = "xla"
+        layers.dense_form = lambda x_shape: "dot"
     elif layer and form:
         shape = KERNELS[layer]
         kind = "deconv" if layer.startswith("deconv") or layer.endswith("_1") else "conv"
@@ -53,7 +61,7 @@ def forced(layer: str | None, form: str | None):
     try:
         yield
     finally:
-        layers.conv_form, layers.deconv_form, layers.POOL_FORM = saved
+        layers.conv_form, layers.deconv_form, layers.POOL_FORM, layers.dense_form = saved
 
 
 def main() -> None:
@@ -73,7 +81,7 @@ def main() -> None:
             with forced(args.layer, form):
                 # a new function each time: JAX reuses a traced function's jaxpr, and the forms are read
                 # at trace time
-                c = jax.jit(lambda *v: fn(*v)).lower(*a).compile()
+                c = jax.jit(lambda *v: fn(*v)).lower(*a).compile(compiler_options=step_options())
             variants[form or "default"] = functools.partial(lambda c, a: block(c(*a)), c, a)
         res = interleaved(variants, repeats=args.repeats)
         print(json.dumps({"workload": args.workload, "batch": b, "layer": args.layer,

@@ -83,7 +83,8 @@ def jax_fn(spec: dict, form: str | None = None) -> tuple[Callable, tuple]:
     if kind == "fc":
         k = _rand((spec["shape"][-1], spec["out"]), 1, 0.01)
         b = _rand((spec["out"],), 2, 0.01)
-        return (lambda x, k, b: x @ k + b), (k, b)
+        kwargs = {} if form is None else {"form": form}
+        return (lambda x, k, b: layers.dense(x, k, b, **kwargs)), (k, b)
     raise ValueError(kind)
 
 
@@ -165,7 +166,7 @@ def _one_thread(fn):
 
 def forms_for(spec: dict) -> list[str | None]:
     """jaxviz's default (None) and every alternative form of this layer kind."""
-    extra = list(getattr(layers, "FORMS", {}).get(spec["kind"], ()))
+    extra = list(getattr(layers, "FORMS", {}).get("dense" if spec["kind"] == "fc" else spec["kind"], ()))
     if spec.get("group", 1) == 1 and "split" in extra:
         extra.remove("split")
     if spec.get("stride", 1) == 1:

@@ -181,12 +181,35 @@ def test_deconv2d_forms_match_reference_forward_and_gradient(c_in, c_out, k, s, 
             np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-4, err_msg=form)
 
 
+@pytest.mark.parametrize("rows", [1, 3, 8, 20])
+def test_dense_forms_match_the_matmul_forward_and_gradient(rows):
+    x = _rand(rows, 37, seed=20)
+    kern = _rand(37, 11, seed=21)
+    ct = _rand(rows, 11, seed=22)
+    want, grads_want = _value_and_grads(lambda v, kk: v @ kk, x, kern, ct)
+    for form in (None, *layers.FORMS["dense"]):
+        got, grads = _value_and_grads(lambda v, kk: layers.dense(v, kk, form=form), x, kern, ct)
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4, err_msg=str(form))
+        for a, b in zip(grads, grads_want):   # the input and the weight gradient
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-4, err_msg=str(form))
+
+
+def test_dense_adds_the_bias_as_caffe_does():
+    x, kern, b = _rand(9, 6, seed=23), _rand(6, 4, seed=24), _rand(4, seed=25)
+    want = np.asarray(x, np.float64) @ np.asarray(kern, np.float64) + np.asarray(b, np.float64)
+    for form in layers.FORMS["dense"]:
+        np.testing.assert_allclose(jax.jit(lambda v: layers.dense(v, kern, b, form=form))(x), want,
+                                   rtol=1e-5, atol=1e-5, err_msg=form)
+
+
 def test_unknown_form_is_refused():
     x, k = _rand(1, 5, 5, 2), _rand(3, 3, 2, 2)
     with pytest.raises(ValueError, match="unknown form"):
         layers.conv2d(x, k, None, form="winograd")
     with pytest.raises(ValueError, match="unknown form"):
         layers.deconv2d(x, k, None, (2, 2), form="winograd")
+    with pytest.raises(ValueError, match="unknown form"):
+        layers.dense(_rand(2, 3), _rand(3, 4), form="winograd")
 
 
 def test_default_forms_by_shape_on_cpu():
@@ -200,6 +223,8 @@ def test_default_forms_by_shape_on_cpu():
     assert layers.conv_form((8, 32, 32, 128), (3, 3, 128, 128), (1, 1)) == "direct"
     assert layers.deconv_form((8, 128, 128, 32), (4, 4, 32, 3), (2, 2)) == "direct"
     assert layers.deconv_form((8, 64, 64, 64), (4, 4, 64, 32), (2, 2)) == "phases"
+    assert layers.dense_form((layers.DENSE_CONV_MIN_ROWS - 1, 4096)) == "dot"
+    assert layers.dense_form((layers.DENSE_CONV_MIN_ROWS, 4096)) == "conv"
 
 
 def _caffe_max_pool_grad(x, g, k, s, p):

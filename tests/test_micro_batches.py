@@ -127,3 +127,21 @@ def test_under_vmap_a_small_map_convolution_takes_the_form_of_all_the_runs_batch
         hlo = jax.jit(program).lower(x).compile().as_text()   # optimized: the unused weight cotangent is gone
         assert (" dot(" in hlo) == (form == "im2col")
         assert (" convolution(" in hlo) == (form == "direct")
+
+
+@pytest.mark.parametrize("runs, form", [(4, "dot"), (16, "conv")])
+def test_under_vmap_a_dense_layer_takes_the_form_of_all_the_runs_batch(runs, form):
+    """Fully connected layers run as a matmul below ``DENSE_CONV_MIN_ROWS`` rows and as a 1x1 convolution
+    from there on CPU; under vmap each run is a batch of one, so the form follows all the runs together."""
+    if jax.default_backend() != "cpu":
+        pytest.skip("the rows rule is XLA:CPU's")
+    rng = np.random.default_rng(3)
+    x = jnp.asarray(rng.normal(size=(runs, 1, 24)), jnp.float32)
+    w = jnp.asarray(rng.normal(0, 0.2, size=(24, 10)), jnp.float32)
+    assert layers.dense_form((runs, 24)) == form and layers.dense_form((1, 24)) == "dot"
+    ours = lambda xi: layers.dense(xi, w)                                                  # noqa: E731
+    np.testing.assert_allclose(jax.vmap(ours)(x), jax.vmap(lambda xi: xi @ w)(x), rtol=RTOL, atol=ATOL)
+    grads = lambda f: jax.jit(jax.vmap(jax.grad(lambda xi: jnp.sum(jnp.tanh(f(xi))))))      # noqa: E731
+    np.testing.assert_allclose(grads(ours)(x), grads(lambda xi: xi @ w)(x), rtol=RTOL, atol=ATOL)
+    hlo = jax.jit(jax.vmap(ours)).lower(x).compile().as_text()
+    assert (" convolution(" in hlo) == (form == "conv")

@@ -168,8 +168,10 @@ def lrn_within_channel(x: jax.Array, local_size: int = 5, alpha: float = 1.0,
 
 FORMS = {"conv": ("direct", "split", "im2col", "s2d", "s2d_im2col", "direct_s2d_grad"),
          "deconv": ("direct", "phases", "phases_im2col"),
-         "max_pool": ("select", "xla")}
-"""The layer forms ``conv2d`` / ``deconv2d`` accept as ``form=``: the same sums, scheduled differently."""
+         "max_pool": ("select", "xla"),
+         "dense": ("dot", "conv")}
+"""The layer forms ``conv2d`` / ``deconv2d`` / ``dense`` accept as ``form=``: the same sums, scheduled
+differently."""
 
 CONV1_FORM = "direct_s2d_grad"
 POOL_FORM = "select"
@@ -453,6 +455,70 @@ def _deconv2d_phases(x: jax.Array, kernel: jax.Array, stride: tuple[int, int], p
         rows.append(jnp.stack(cols, axis=3))                  # (n, qh, qw, sw, C)
     y = jnp.stack(rows, axis=2)                                # (n, qh, sh, qw, sw, C)
     return y.reshape(n, qh * sh, qw * sw, -1)[:, :out_h, :out_w]
+
+def dense(x: jax.Array, kernel: jax.Array, bias: jax.Array | None = None, *, form: str | None = None) -> jax.Array:
+    """Caffe InnerProduct on a batch of flat inputs: ``x @ kernel + bias``, x (batch, in), kernel (in, out).
+
+    ``form`` (None: chosen by the batch, ``dense_form``): ``"dot"`` is the matmul; ``"conv"`` computes the
+    forward pass as a 1x1 convolution and the input gradient as ``g @ kernel.T`` (a ``custom_vjp``). On
+    CPU the form is chosen by the batch of all of ``vmap``'s runs (``models.micro_batches``): reverse mode
+    only there; pass ``form=`` for ``jvp``.
+    """
+    if form is None and _dense_form_depends_on_batch(x.shape):
+        y = micro_batched(functools.partial(_dense_nobias, form=None), whole)(x, kernel)
+    else:
+        y = _dense_nobias(x, kernel, form)
+    return y if bias is None else y + bias
+
+
+def _dense_nobias(x, kernel, form):
+    form = form or dense_form(x.shape)
+    if form == "conv":
+        return _dense_as_conv(x, kernel)
+    if form == "dot":
+        return x @ kernel
+    raise ValueError(f"dense: unknown form {form!r}; forms: {', '.join(FORMS['dense'])}")
+
+
+def dense_form(x_shape) -> str:
+    """The form ``dense`` uses for an input of this shape when none is asked for (measured on XLA:CPU)."""
+    if _dense_form_depends_on_batch(x_shape) and x_shape[0] >= DENSE_CONV_MIN_ROWS:
+        # XLA:CPU's YNNPACK (a run's step keeps it for the dots, see core.loop.step_options) runs
+        # x @ W at 8 rows and more at half the speed of Eigen's 1x1 convolution; its g @ W.T is fast.
+        return "conv"
+    return "dot"
+
+
+DENSE_CONV_MIN_ROWS = 8
+"""The fewest rows (batch) for which ``dense`` runs its forward pass as a 1x1 convolution on CPU."""
+
+
+def _dense_form_depends_on_batch(x_shape) -> bool:
+    return jax.default_backend() == "cpu" and len(x_shape) == 2
+
+
+def _conv1x1(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    y = lax.conv_general_dilated(x[:, None, None, :], kernel[None, None], (1, 1), "VALID",
+                                 dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    return y[:, 0, 0, :]
+
+
+@jax.custom_vjp
+def _dense_as_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    return _conv1x1(x, kernel)
+
+
+def _dense_as_conv_fwd(x, kernel):
+    return _conv1x1(x, kernel), (x, kernel)
+
+
+def _dense_as_conv_bwd(res, g):
+    x, kernel = res
+    return g @ kernel.T, x.T @ g
+
+
+_dense_as_conv.defvjp(_dense_as_conv_fwd, _dense_as_conv_bwd)
+
 
 def leaky_relu(x: jax.Array, negative_slope: float = 0.0) -> jax.Array:
     """Caffe ReLU with ``negative_slope`` (0 gives the plain rectifier).

@@ -63,7 +63,5 @@ class CaffeDense(nn.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         x = layers.flatten_nhwc(x) if x.ndim > 2 else x
         kernel = self.param("kernel", _weight_init, (x.shape[-1], self.features))
-        y = x @ kernel
-        if self.use_bias:
-            y = y + self.param("bias", _bias_init, (self.features,))
-        return y
+        bias = self.param("bias", _bias_init, (self.features,)) if self.use_bias else None
+        return layers.dense(x, kernel, bias)
