@@ -57,7 +57,7 @@ import numpy as np
 from benchmarks.timing import block, interleaved, load, machine
 
 ALL = ("ceiling", "caffenet_fwd", "pixel", "generator_fwd", "generator_vjp", "dgn_am", "lucent", "sweep",
-       "compile", "memory", "inverse_set")
+       "compile", "memory", "chunk_memory", "inverse_set")
 STEPS = ("caffenet_fwd", "pixel", "generator_fwd", "generator_vjp", "dgn_am")
 LR = 1.0           # pixel step: x += LR g / mean|g|
 DGN_LR = 8.0       # DGN-AM's first learning rate
@@ -585,6 +585,47 @@ def child_memory(spec: str) -> dict:
             "peak_is": "VmHWM after a reset (clear_refs 5)" if reset else "ru_maxrss of the whole process"}
 
 
+def chunk_memory_piece(nets: Nets, chunks=(1, 4, 16)) -> list[dict]:
+    """Memory of a sweep's step per run in a chunk, by XLA's buffer assignment, against the sweep's estimate.
+
+    The step a sweep runs (``compiled_parts``, vmapped over the runs of a chunk) on CaffeNet's fc8, compiled
+    at each chunk size; its temporaries, arguments and outputs as XLA allocates them, the bytes each further
+    run adds (between the smallest and the largest chunk), and ``devices.estimate_run_bytes``, which the
+    default chunk size divides the free memory by.
+    """
+    from jaxviz import recipes
+    from jaxviz.core import objectives
+    from jaxviz.core.loop import compiled_parts
+    from jaxviz.models.model import Model
+    from jaxviz.workflows.devices import choose_chunk_size, device_memory_bytes, estimate_run_bytes
+    classifier = Model("caffenet", nets.caffenet, nets.c_params, {})
+    generator = Model("generator", nets.generator, nets.g_params, {})
+    presets = {"dgn_am": recipes.dgn_am(generator, bounds=30.0, steps=5),
+               "lucid": recipes.lucid((227, 227, 3), None, steps=5)}
+    rows = []
+    for name, preset in presets.items():
+        parts = compiled_parts(classifier.function, objectives.unit("fc8"), preset.param, preset.method, True, False)
+        sizes = {}
+        for n in chunks:
+            args = (classifier.params, preset.aux_params, jnp.arange(n, dtype=jnp.int32),
+                    jax.random.split(jax.random.key(0), n))
+            carry = jax.eval_shape(parts.init, *args)
+            m = parts.step.lower(*args[:3], carry, jax.ShapeDtypeStruct((), jnp.int32)).compile().memory_analysis()
+            sizes[n] = {"temp_mb": m.temp_size_in_bytes / 2**20, "argument_mb": m.argument_size_in_bytes / 2**20,
+                        "output_mb": m.output_size_in_bytes / 2**20}
+        lo, hi = min(chunks), max(chunks)
+        per_run = sum(sizes[hi][k] - sizes[lo][k] for k in sizes[hi]) / (hi - lo)
+        estimate = estimate_run_bytes(classifier, preset, "fc8") / 2**20
+        free = device_memory_bytes(jax.devices()[0])
+        rows.append({"preset": name, "by_chunk": {n: {k: round(v, 1) for k, v in d.items()} for n, d in sizes.items()},
+                     "xla_mb_per_run": round(per_run, 1), "estimate_mb_per_run": round(estimate, 1),
+                     "estimate_over_xla": round(estimate / per_run, 2), "free_mb": round(free / 2**20),
+                     "default_chunk": choose_chunk_size(int(estimate * 2**20), 10**6, 1, free, cap=10**6),
+                     "chunk_by_xla": choose_chunk_size(int(per_run * 2**20), 10**6, 1, free, cap=10**6)})
+        print(f"chunk memory {name}: {json.dumps(rows[-1])}", flush=True)
+    return rows
+
+
 def _reset_peak_rss() -> bool:
     """Reset the kernel's peak-RSS mark of this process (Linux ``clear_refs``), so setup does not count."""
     try:
@@ -624,11 +665,13 @@ def inverse_set_piece() -> dict:
 # ----- report ----------------------------------------------------------------------------------------------
 
 def write_report(prefix: pathlib.Path, data: dict) -> list[pathlib.Path]:
-    """``<prefix>.json``, ``<prefix>.md`` and ``<prefix>.png`` (the folder is created)."""
+    """``<prefix>.json``, ``<prefix>.md`` and, when steps were timed, ``<prefix>.png`` (the folder is created)."""
     prefix.parent.mkdir(parents=True, exist_ok=True)
     paths = [prefix.with_name(prefix.name + ext) for ext in (".json", ".md", ".png")]
     paths[0].write_text(json.dumps(data, indent=1))
     paths[1].write_text(markdown(data))
+    if not data.get("steps"):   # the plot shows the steps alone: without them it would be an empty frame
+        return paths[:2]
     try:
         plot(data, paths[2])
     except Exception as e:  # noqa: BLE001  (matplotlib missing: the JSON and table still stand)
@@ -647,7 +690,7 @@ def markdown(data: dict) -> str:
              f"Medians of {data['args']['repeats']} interleaved rounds; ratio = jaxviz / eager PyTorch "
              f"(below 1: jaxviz faster). Command: `{data['command']}`", ""]
     data = dict(data)
-    for key in ("ceiling", "steps", "lucent", "sweep", "compile", "memory", "inverse_set"):
+    for key in ("ceiling", "steps", "lucent", "sweep", "compile", "memory", "chunk_memory", "inverse_set"):
         if isinstance(data.get(key), dict) and "error" in data[key] and len(data[key]) == 1:
             lines += [f"## {key}: not measured", "", f"`{data.pop(key)['error']}`", ""]
     if "ceiling" in data:
@@ -707,6 +750,17 @@ def markdown(data: dict) -> str:
                   "| workload | batch | impl | peak - before MB | peak RSS MB |", "| --- | --- | --- | --- | --- |"]
         lines += [f"| {r['workload']} | {r['batch']} | {r['impl']} | {r.get('peak_minus_before_mb', r.get('error'))} | "
                   f"{r.get('peak_rss_mb', '-')} |" for r in data["memory"]]
+        lines.append("")
+    if data.get("chunk_memory"):
+        lines += ["## Memory per run in a chunk (the sweep's step on CaffeNet fc8, XLA's buffer assignment)", "",
+                  "| preset | " + " | ".join(f"chunk {n}: temp / args / out MB" for n in data["chunk_memory"][0]["by_chunk"])
+                  + " | MB per further run | sweep's estimate MB | estimate / XLA "
+                  "| runs in half the free memory, by the estimate / by XLA (before the cap) |",
+                  "| --- " * (len(data["chunk_memory"][0]["by_chunk"]) + 5) + "|"]
+        for r in data["chunk_memory"]:
+            cells = [f"{d['temp_mb']} / {d['argument_mb']} / {d['output_mb']}" for d in r["by_chunk"].values()]
+            lines.append(f"| {r['preset']} | " + " | ".join(cells) + f" | {r['xla_mb_per_run']} | "
+                         f"{r['estimate_mb_per_run']} | {r['estimate_over_xla']} | {r['default_chunk']} / {r['chunk_by_xla']} |")
         lines.append("")
     if data.get("inverse_set"):
         i = data["inverse_set"]
@@ -796,7 +850,7 @@ def main(argv=None) -> None:
         write_report(pathlib.Path(args.out), data)
         return result
     nets = Nets() if set(only) & {"caffenet_fwd", "pixel", "generator_fwd", "generator_vjp", "dgn_am", "lucent",
-                                  "sweep"} else None
+                                  "sweep", "chunk_memory"} else None
     ceiling_gflops = None
     if "ceiling" in only:
         data["ceiling"] = guarded("ceiling", ceiling, args.repeats)
@@ -821,6 +875,8 @@ def main(argv=None) -> None:
     if "memory" in only:
         data["memory"] = guarded("memory", memory_piece, ["pixel", "dgn_am"], [b for b in batches if b <= 8],
                                  _have_torch())
+    if "chunk_memory" in only:
+        data["chunk_memory"] = guarded("chunk_memory", chunk_memory_piece, nets)
     if "inverse_set" in only:
         data["inverse_set"] = guarded("inverse_set", inverse_set_piece)
     data["load_after"] = load()

@@ -84,6 +84,27 @@ def test_choose_chunk_size():
     assert devices.choose_chunk_size(10 ** 12, 10, 4, 10) == 4
 
 
+def _step_bytes(parts, classifier, preset, n: int) -> int:
+    """What XLA allocates for a sweep's step over ``n`` runs: temporaries, arguments and outputs."""
+    args = (classifier.params, preset.aux_params, np.arange(n, dtype=np.int32), jax.random.split(jax.random.key(0), n))
+    carry = jax.eval_shape(parts.init, *args)
+    m = parts.step.lower(*args[:3], carry, jax.ShapeDtypeStruct((), np.int32)).compile().memory_analysis()
+    return m.temp_size_in_bytes + m.argument_size_in_bytes + m.output_size_in_bytes
+
+
+@pytest.mark.parametrize("method", ["pixel", "dgn_am"])
+def test_the_chunk_size_estimate_covers_what_xla_allocates_per_run(models, method):
+    """The default chunk size divides half the free memory by ``estimate_run_bytes``: it must not be less
+    than the bytes each further run of a chunk adds to the compiled step (XLA's own buffer assignment)."""
+    classifier, generator = models
+    preset, objective = registry.build(method, classifier, generator, "fc6", 3)
+    parts = loop.compiled_parts(classifier.function, objective, preset.param, preset.method, True, False)
+    per_run = (_step_bytes(parts, classifier, preset, 8) - _step_bytes(parts, classifier, preset, 2)) / 6
+    estimate = devices.estimate_run_bytes(classifier, preset, "fc6")
+    assert per_run > 0
+    assert per_run <= estimate <= 8 * per_run, (method, per_run, estimate)   # safe, and not wildly so
+
+
 def test_labels():
     assert sw.unit_labels("fc8", 10) == [str(i) for i in range(10)]
     names = sw.unit_labels("fc8", 1000)
