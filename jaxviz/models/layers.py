@@ -456,6 +456,7 @@ def _deconv2d_phases(x: jax.Array, kernel: jax.Array, stride: tuple[int, int], p
     y = jnp.stack(rows, axis=2)                                # (n, qh, sh, qw, sw, C)
     return y.reshape(n, qh * sh, qw * sw, -1)[:, :out_h, :out_w]
 
+
 def dense(x: jax.Array, kernel: jax.Array, bias: jax.Array | None = None, *, form: str | None = None) -> jax.Array:
     """Caffe InnerProduct on a batch of flat inputs: ``x @ kernel + bias``, x (batch, in), kernel (in, out).
 
@@ -493,8 +494,8 @@ def dense_form(x_shape) -> str:
 DENSE_CONV_MIN_ROWS = 8
 """The fewest rows (batch) for which ``dense`` runs its forward pass as a 1x1 convolution on CPU. Measured
 on a 2-core Intel Xeon, fc6 (9216 -> 4096) forward + input gradient ms, 1x1 form / matmul: 32 rows 31.8 /
-49.0, 8 rows 25.6 / 26.0, 1 row 15 / 10 (the 1x1 form's weight-free input gradient runs one row slowly);
-on a 2-core AMD EPYC the two forms are level from 8 rows and the 1x1 form 7x slower at one row."""
+49.0, 8 rows 25.6 / 26.0, 1 row 15 / 10 (its input gradient ``g @ kernel.T`` is slow on a single row); on
+a 2-core AMD EPYC the two forms are level from 8 rows and the 1x1 form 7x slower at one row."""
 
 
 def _dense_form_depends_on_batch(x_shape) -> bool:
