@@ -40,6 +40,7 @@ import argparse
 import copy
 import datetime
 import functools
+import io
 import json
 import os
 import pathlib
@@ -664,12 +665,18 @@ def inverse_set_piece() -> dict:
 
 # ----- report ----------------------------------------------------------------------------------------------
 
+def report_paths(prefix: pathlib.Path) -> list[pathlib.Path]:
+    """``<prefix>.json``, ``<prefix>.md``, ``<prefix>.png``."""
+    return [prefix.with_name(prefix.name + ext) for ext in (".json", ".md", ".png")]
+
+
 def write_report(prefix: pathlib.Path, data: dict) -> list[pathlib.Path]:
     """``<prefix>.json``, ``<prefix>.md`` and, when steps were timed, ``<prefix>.png`` (the folder is created)."""
+    from jaxviz.io.atomic import atomic_write_bytes   # a run stopped mid-write leaves the last whole report
     prefix.parent.mkdir(parents=True, exist_ok=True)
-    paths = [prefix.with_name(prefix.name + ext) for ext in (".json", ".md", ".png")]
-    paths[0].write_text(json.dumps(data, indent=1))
-    paths[1].write_text(markdown(data))
+    paths = report_paths(prefix)
+    atomic_write_bytes(paths[0], json.dumps(data, indent=1).encode())
+    atomic_write_bytes(paths[1], markdown(data).encode())
     if not data.get("steps"):   # the plot shows the steps alone: without them it would be an empty frame
         return paths[:2]
     try:
@@ -794,7 +801,11 @@ def plot(data: dict, path: pathlib.Path) -> None:
     fig.suptitle(f"jaxviz vs PyTorch, {m.get('cpu_model', m.get('processor'))}, {m['cpus']} cores, "
                  f"load {data['load_before'][0]}->{data.get('load_after', ['?'])[0]}", fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    from jaxviz.io.atomic import atomic_write_bytes
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=110)
+    plt.close(fig)
+    atomic_write_bytes(path, png.getvalue())
 
 
 # ----- main --------------------------------------------------------------------------------------------
@@ -830,6 +841,10 @@ def main(argv=None) -> None:
     unknown = set(only) - set(ALL)
     if unknown:
         parser.error(f"unknown pieces {sorted(unknown)}; pieces: {', '.join(ALL)}")
+    existing = [str(p) for p in report_paths(pathlib.Path(args.out)) if p.exists()]
+    if existing:   # earlier figures are kept: a second run the same day names its own files
+        parser.error(f"{', '.join(existing)} already exist(s): pass another --out (make bench: BENCH_OUT=...) "
+                     f"or remove them")
     batches = [int(b) for b in args.batches.split(",")]
     data: dict[str, Any] = {"date": datetime.datetime.now().isoformat(timespec="seconds"),
                             "command": " ".join(["python -m benchmarks.suite", *(argv or sys.argv[1:])]),
