@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import platform
 import time
@@ -29,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from benchmarks.output import refuse_existing, write_json
 from jaxviz import recipes
 from jaxviz.core import objectives
 from jaxviz.models import CaffeNet, CaffeNetConfig, Generator, GeneratorConfig, layers
@@ -110,6 +110,7 @@ def main() -> None:
                         help="dgn_am: G + CaffeNet step; caffenet: pixel-space step on CaffeNet alone")
     parser.add_argument("--json", help="also write the figures here")
     args = parser.parse_args()
+    refuse_existing(parser, [args.json], "--json")
 
     c_module, g_module = CaffeNet(CaffeNetConfig()), Generator(GeneratorConfig())
     classifier = Model("caffenet", c_module, random_params(c_module, jnp.zeros((1, 227, 227, 3)), ("fc8",)), {})
@@ -134,8 +135,7 @@ def main() -> None:
                       f"{same[0]['seconds_per_step'] / same[1]['seconds_per_step']:.2f}")
     print(f"machine: {machine}")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"machine": machine, "rows": rows}, f, indent=2)
+        write_json(args.json, {"machine": machine, "rows": rows}, indent=2)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks.timing import block, interleaved, load, machine
+from benchmarks.output import refuse_existing, write_json
+from benchmarks.timing import block, interleaved, machine
 from jaxviz.core.loop import step_options
 from jaxviz.models import layers
 
@@ -183,6 +184,7 @@ def main() -> None:
     parser.add_argument("--forms", action="store_true", help="also time jaxviz's alternative forms")
     parser.add_argument("--json")
     args = parser.parse_args()
+    refuse_existing(parser, [args.json], "--json")
     import torch
     torch.set_grad_enabled(True)
     rows = []
@@ -206,8 +208,7 @@ def main() -> None:
             rows.append(row)
             print(json.dumps(row), flush=True)
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"machine": machine(), "rows": rows}, f, indent=1)
+        write_json(args.json, {"machine": machine(), "rows": rows})
 
 
 if __name__ == "__main__":

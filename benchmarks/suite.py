@@ -55,7 +55,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from benchmarks.output import refuse_existing, write_json
 from benchmarks.timing import block, interleaved, load, machine
+from jaxviz.io.atomic import atomic_write_bytes
 
 ALL = ("ceiling", "caffenet_fwd", "pixel", "generator_fwd", "generator_vjp", "dgn_am", "lucent", "sweep",
        "compile", "memory", "chunk_memory", "inverse_set")
@@ -672,10 +674,9 @@ def report_paths(prefix: pathlib.Path) -> list[pathlib.Path]:
 
 def write_report(prefix: pathlib.Path, data: dict) -> list[pathlib.Path]:
     """``<prefix>.json``, ``<prefix>.md`` and, when steps were timed, ``<prefix>.png`` (the folder is created)."""
-    from jaxviz.io.atomic import atomic_write_bytes   # a run stopped mid-write leaves the last whole report
     prefix.parent.mkdir(parents=True, exist_ok=True)
     paths = report_paths(prefix)
-    atomic_write_bytes(paths[0], json.dumps(data, indent=1).encode())
+    write_json(paths[0], data)   # whole files: a run stopped mid-write leaves the last whole report
     atomic_write_bytes(paths[1], markdown(data).encode())
     if not data.get("steps"):   # the plot shows the steps alone: without them it would be an empty frame
         return paths[:2]
@@ -785,7 +786,6 @@ def plot(data: dict, path: pathlib.Path) -> None:
     fig, axes = plt.subplots(1, max(1, len(names)), figsize=(3.2 * max(1, len(names)), 3.4), squeeze=False)
     for ax, name in zip(axes[0], names):
         rs = [r for r in rows if r["workload"] == name]
-        bs = [r["batch"] for r in rs]
         for k, style in (("jaxviz", "o-"), ("torch", "s--"), ("torch 1 thread", "x-."), ("torch.compile", "^:")):
             pts = [(r["batch"], r["batch"] / r[k]["ms"] * 1000) for r in rs if k in r]
             if pts:
@@ -801,7 +801,6 @@ def plot(data: dict, path: pathlib.Path) -> None:
     fig.suptitle(f"jaxviz vs PyTorch, {m.get('cpu_model', m.get('processor'))}, {m['cpus']} cores, "
                  f"load {data['load_before'][0]}->{data.get('load_after', ['?'])[0]}", fontsize=8)
     fig.tight_layout()
-    from jaxviz.io.atomic import atomic_write_bytes
     png = io.BytesIO()
     fig.savefig(png, format="png", dpi=110)
     plt.close(fig)
@@ -841,10 +840,8 @@ def main(argv=None) -> None:
     unknown = set(only) - set(ALL)
     if unknown:
         parser.error(f"unknown pieces {sorted(unknown)}; pieces: {', '.join(ALL)}")
-    existing = [str(p) for p in report_paths(pathlib.Path(args.out)) if p.exists()]
-    if existing:   # earlier figures are kept: a second run the same day names its own files
-        parser.error(f"{', '.join(existing)} already exist(s): pass another --out (make bench: BENCH_OUT=...) "
-                     f"or remove them")
+    # earlier figures are kept: a second run the same day names its own files
+    refuse_existing(parser, report_paths(pathlib.Path(args.out)), "--out (make bench: BENCH_OUT=...)")
     batches = [int(b) for b in args.batches.split(",")]
     data: dict[str, Any] = {"date": datetime.datetime.now().isoformat(timespec="seconds"),
                             "command": " ".join(["python -m benchmarks.suite", *(argv or sys.argv[1:])]),
