@@ -11,12 +11,11 @@ import subprocess
 import sys
 import time
 
-import jax
 import numpy as np
 import pytest
 
 from jaxviz import recipes
-from jaxviz.core import loop, objectives
+from jaxviz.core import loop
 from jaxviz.recipes import registry
 from jaxviz.workflows import devices, runfolder
 from jaxviz.workflows import sweep as sw
@@ -84,25 +83,63 @@ def test_choose_chunk_size():
     assert devices.choose_chunk_size(10 ** 12, 10, 4, 10) == 4
 
 
-def _step_bytes(parts, classifier, preset, n: int) -> int:
-    """What XLA allocates for a sweep's step over ``n`` runs: temporaries, arguments and outputs."""
-    args = (classifier.params, preset.aux_params, np.arange(n, dtype=np.int32), jax.random.split(jax.random.key(0), n))
-    carry = jax.eval_shape(parts.init, *args)
-    m = parts.step.lower(*args[:3], carry, jax.ShapeDtypeStruct((), np.int32)).compile().memory_analysis()
-    return m.temp_size_in_bytes + m.argument_size_in_bytes + m.output_size_in_bytes
+def _setup(models, method: str, n_runs: int = 64):
+    classifier, generator = models
+    preset, objective = registry.build(method, classifier, generator, "fc6", 3)
+    targets, keys = unit_keys(0, list(range(n_runs)))
+    return classifier, preset, objective, targets, keys
+
+
+def _xla_memory(models, method: str) -> devices.StepMemory:
+    classifier, preset, objective, targets, keys = _setup(models, method)
+    parts = loop.compiled_parts(classifier.function, objective, preset.param, preset.method, True, False)
+    return devices.measure_step_memory(parts, classifier.params, preset.aux_params, targets, keys, runs=(2, 8))
 
 
 @pytest.mark.parametrize("method", ["pixel", "dgn_am"])
 def test_the_chunk_size_estimate_covers_what_xla_allocates_per_run(models, method):
-    """The default chunk size divides half the free memory by ``estimate_run_bytes``: it must not be less
-    than the bytes each further run of a chunk adds to the compiled step (XLA's own buffer assignment)."""
-    classifier, generator = models
-    preset, objective = registry.build(method, classifier, generator, "fc6", 3)
-    parts = loop.compiled_parts(classifier.function, objective, preset.param, preset.method, True, False)
-    per_run = (_step_bytes(parts, classifier, preset, 8) - _step_bytes(parts, classifier, preset, 2)) / 6
+    """Where memory does not decide, the chunk size comes from ``estimate_run_bytes`` alone: it must not be
+    less than the bytes each further run of a chunk adds to the compiled step (XLA's buffer assignment)."""
+    classifier, preset, *_ = _setup(models, method)
+    measured = _xla_memory(models, method)
     estimate = devices.estimate_run_bytes(classifier, preset, "fc6")
-    assert per_run > 0
-    assert per_run <= estimate <= 8 * per_run, (method, per_run, estimate)   # safe, and not wildly so
+    assert measured is not None and measured.per_run > 0 and measured.fixed > 0
+    assert measured.per_run <= estimate <= 8 * measured.per_run, (method, measured, estimate)  # safe, not wildly
+
+
+def test_where_memory_decides_the_chunk_size_follows_xlas_count(models):
+    classifier, preset, objective, targets, keys = _setup(models, "pixel", n_runs=256)
+    estimate = devices.estimate_run_bytes(classifier, preset, "fc6")
+    measure = devices.step_memory(classifier, preset, objective, targets, keys)
+    free = 2 * 20 * estimate                       # room for 20 runs by the estimate
+    chunk = devices.default_chunk_size(estimate, 256, 1, free, measure)
+    m = measure()
+    assert chunk == devices.choose_chunk_size(m.per_run, 256, 1, free, fixed_bytes=m.fixed)
+    assert 20 < chunk < 256                        # more than the estimate allows, still bound by memory
+    assert m.fixed + chunk * m.per_run <= free // 2 < m.fixed + (chunk + 1) * m.per_run
+    # the size it chose is not refused when asked for by name (a resume names it), a far larger one is
+    assert devices.chunk_size_problem(chunk, estimate, 1, free, measure) is None
+    assert devices.chunk_memory_problem(chunk, estimate, 1, free) is not None   # the estimate alone would
+    assert "XLA's count" in devices.chunk_size_problem(100 * chunk, estimate, 1, free, measure)
+
+
+def test_where_memory_does_not_decide_nothing_is_compiled_to_measure():
+    def measure():
+        raise AssertionError("compiled a step to measure its memory")
+    assert devices.default_chunk_size(100, 1000, 1, 10 ** 12, measure) == devices.MAX_CHUNK
+    assert devices.default_chunk_size(100, 10, 2, 10 ** 12, measure) == 10
+    assert devices.chunk_size_problem(8, 100, 1, 10 ** 12, measure) is None
+
+
+def test_a_sweep_with_little_free_memory_takes_the_measured_chunk_size(models, tmp_path, monkeypatch):
+    classifier, preset, objective, targets, keys = _setup(models, "pixel", n_runs=256)
+    estimate = devices.estimate_run_bytes(classifier, preset, "fc6")
+    monkeypatch.setattr(sw, "device_memory_bytes", lambda device: 2 * 20 * estimate)
+    summary = sw.sweep(*models, sw.SweepConfig("fc6", tuple(range(256)), "pixel", steps=3), tmp_path / "s",
+                       progress=False, max_chunks=0)
+    m = devices.step_memory(classifier, preset, objective, targets, keys)()
+    assert summary.chunk_size == devices.choose_chunk_size(m.per_run, 256, 1, 2 * 20 * estimate,
+                                                           fixed_bytes=m.fixed) > 20
 
 
 def test_labels():

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 import jax
 import numpy as np
@@ -48,15 +48,82 @@ def estimate_run_bytes(classifier: Model, preset: Preset, layer: str) -> int:
     return 4 * 4 * floats
 
 
+class StepMemory(NamedTuple):
+    """A compiled step's memory as XLA's buffer assignment counts it: ``fixed + runs * per_run`` bytes."""
+
+    per_run: int   # what each further run of a chunk adds (its activations, gradients, loop state)
+    fixed: int     # what the step needs whatever the chunk (weights, temporaries shared by the runs)
+
+
+def measure_step_memory(parts: Any, params: Any, aux_params: Any, targets: Any, keys: Any,
+                        runs: tuple[int, int] = (8, 16)) -> StepMemory | None:
+    """XLA's count of a run's vmapped step (``parts``: ``core.loop.compiled_parts(..., batched=True)``).
+
+    Compiles the step for ``runs[0]`` and ``runs[1]`` runs, shaped like the sweep's ``targets`` and
+    ``keys``, and reads the buffers XLA assigns it (temporaries, arguments, outputs). None where the
+    backend does not report them.
+    """
+    def total(n: int) -> int | None:
+        cut = lambda a: jax.ShapeDtypeStruct((n, *a.shape[1:]), a.dtype)   # noqa: E731
+        t, k = jax.tree_util.tree_map(cut, targets), cut(keys)
+        carry = jax.eval_shape(parts.init, params, aux_params, t, k)
+        compiled = parts.step.lower(params, aux_params, t, carry, jax.ShapeDtypeStruct((), np.int32)).compile()
+        try:
+            m = compiled.memory_analysis()
+        except Exception:  # noqa: BLE001  (a backend that does not implement it)
+            return None
+        if m is None:
+            return None
+        return int(m.temp_size_in_bytes + m.argument_size_in_bytes + m.output_size_in_bytes)
+
+    (a, b), sizes = runs, [total(n) for n in runs]
+    if None in sizes or sizes[1] <= sizes[0]:
+        return None
+    per_run = -(-(sizes[1] - sizes[0]) // (b - a))
+    return StepMemory(per_run=per_run, fixed=max(0, sizes[0] - a * per_run))
+
+
 def choose_chunk_size(run_bytes: int, n_runs: int, n_devices: int, memory_bytes: int,
-                      cap: int = MAX_CHUNK) -> int:
+                      cap: int = MAX_CHUNK, fixed_bytes: int = 0) -> int:
     """Runs per chunk: what half the free memory of every device holds, a multiple of the device count.
 
-    Never more than the sweep needs (rounded up to the devices), so a small sweep is one chunk.
+    ``run_bytes`` each run, ``fixed_bytes`` once per device whatever the chunk. Never more than the sweep
+    needs (rounded up to the devices), so a small sweep is one chunk.
     """
-    per_device = max(1, int(memory_bytes // 2 // max(run_bytes, 1)))
+    per_device = max(1, int((memory_bytes // 2 - fixed_bytes) // max(run_bytes, 1)))
     size = min(per_device * n_devices, cap, -(-n_runs // n_devices) * n_devices)
     return max(n_devices, size // n_devices * n_devices)
+
+
+def step_memory(classifier: Model, preset: Preset, objective: Any, targets: Any,
+                keys: Any) -> Callable[[], StepMemory | None]:
+    """XLA's count of a sweep's step (``measure_step_memory``), measured at its first call, then kept."""
+    measured: list = []
+
+    def measure() -> StepMemory | None:
+        if not measured:
+            from jaxviz.core.loop import compiled_parts   # the loop's own step, as the sweep compiles it
+            parts = compiled_parts(classifier.function, objective, preset.param, preset.method, True, False)
+            measured.append(measure_step_memory(parts, classifier.params, preset.aux_params, targets, keys))
+        return measured[0]
+    return measure
+
+
+def default_chunk_size(estimate_bytes: int, n_runs: int, n_devices: int, memory_bytes: int,
+                       measure: Callable[[], StepMemory | None]) -> int:
+    """The chunk size of a sweep that names none: half the free memory of each device over a run's memory.
+
+    First by ``estimate_run_bytes`` (``estimate_bytes``), which is 2-3.5x above what XLA assigns a run
+    (benchmarks/README.md, ``chunk_memory``): where that leaves room for every run (or ``MAX_CHUNK``),
+    nothing more is needed. Where memory decides, XLA's count of the compiled step (``measure()``) does.
+    """
+    chunk = choose_chunk_size(estimate_bytes, n_runs, n_devices, memory_bytes)
+    if chunk >= min(MAX_CHUNK, -(-n_runs // n_devices) * n_devices):
+        return chunk
+    measured = measure()
+    if measured is None:
+        return chunk
+    return choose_chunk_size(measured.per_run, n_runs, n_devices, memory_bytes, fixed_bytes=measured.fixed)
 
 
 def batch_mesh(devices: Sequence[Any] | None = None) -> Mesh:
@@ -81,11 +148,29 @@ def chunk_memory_problem(chunk: int, run_bytes: int, n_devices: int, memory_byte
             f"(or leave it out to choose one from the free memory)")
 
 
+def chunk_size_problem(chunk: int, estimate_bytes: int, n_devices: int, memory_bytes: int,
+                       measure: Callable[[], StepMemory | None]) -> str | None:
+    """Why ``chunk`` runs do not fit in the devices' free memory, or None: by the estimate, and where it
+    says they do not, by XLA's count of the step (``measure()``), which ``default_chunk_size`` may use."""
+    problem = chunk_memory_problem(chunk, estimate_bytes, n_devices, memory_bytes)
+    measured = measure() if problem else None
+    if measured is None:
+        return problem
+    per_device = measured.fixed + -(-chunk // max(n_devices, 1)) * measured.per_run
+    if per_device <= memory_bytes:
+        return None
+    fits = max(0, (memory_bytes - measured.fixed) // measured.per_run) * n_devices
+    return (f"chunk size {chunk} needs about {per_device / 2**30:.1f} GiB on each of {n_devices} device(s) "
+            f"(XLA's count of its step), {memory_bytes / 2**30:.1f} GiB are free; use a chunk size of at most "
+            f"{fits} (or leave it out to choose one from the free memory)")
+
+
 def is_out_of_memory(err: BaseException) -> bool:
     """Whether an exception from running a computation is the device running out of memory."""
     return isinstance(err, MemoryError) or "RESOURCE_EXHAUSTED" in str(err)[:2000] or \
         "Out of memory" in str(err)[:2000]
 
 
-__all__ = ["MAX_CHUNK", "device_memory_bytes", "estimate_run_bytes", "choose_chunk_size", "batch_mesh",
-           "chunk_memory_problem", "is_out_of_memory"]
+__all__ = ["MAX_CHUNK", "device_memory_bytes", "estimate_run_bytes", "StepMemory", "measure_step_memory",
+           "step_memory", "choose_chunk_size", "default_chunk_size", "batch_mesh", "chunk_memory_problem",
+           "chunk_size_problem", "is_out_of_memory"]

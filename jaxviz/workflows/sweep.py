@@ -44,8 +44,8 @@ from jaxviz.models.model import Model
 from jaxviz.recipes import registry
 from jaxviz.scoring import Report, Scorer, default_scorer
 from jaxviz.workflows import runfolder
-from jaxviz.workflows.devices import (batch_mesh, choose_chunk_size, chunk_memory_problem, device_memory_bytes,
-                                      estimate_run_bytes, is_out_of_memory)
+from jaxviz.workflows.devices import (batch_mesh, chunk_size_problem, default_chunk_size, device_memory_bytes,
+                                      estimate_run_bytes, is_out_of_memory, step_memory)
 from jaxviz.workflows.progress import Stage, mode_for
 from jaxviz.workflows.runfolder import (CHUNKS, MANIFEST, METADATA, RESULTS, UNITS_DIR, SweepError, chunk_path,
                                        open_output, write_or_explain)
@@ -188,11 +188,12 @@ def sweep(classifier: Model, generator: Model | None, config: SweepConfig, out_d
     mesh = batch_mesh(devices)
     n_dev = mesh.devices.size
     n_proc, proc = jax.process_count(), jax.process_index()
-    run_bytes = estimate_run_bytes(classifier, preset, config.layer)
     free_bytes = min(device_memory_bytes(d) for d in mesh.devices.flat)
-    chunk = config.chunk_size or choose_chunk_size(run_bytes, len(units), n_dev, free_bytes)
-    if chunk_memory_problem(chunk, run_bytes, n_dev, free_bytes):  # before anything is written
-        raise SweepError(chunk_memory_problem(chunk, run_bytes, n_dev, free_bytes))
+    run_bytes = estimate_run_bytes(classifier, preset, config.layer)
+    measured = step_memory(classifier, preset, objective, targets, keys)   # compiled only if memory decides
+    if config.chunk_size and chunk_size_problem(config.chunk_size, run_bytes, n_dev, free_bytes, measured):
+        raise SweepError(chunk_size_problem(config.chunk_size, run_bytes, n_dev, free_bytes, measured))
+    chunk = config.chunk_size or default_chunk_size(run_bytes, len(units), n_dev, free_bytes, measured)
     kind = registry.OBJECTIVE_NAMES[config.objective]
     auto = registry.default_kind(config.method, classifier, config.layer) if kind is None else "pre"
     # An "auto" that no longer means the pre-activation unit is recorded, and so are a method's departures
@@ -213,8 +214,8 @@ def sweep(classifier: Model, generator: Model | None, config: SweepConfig, out_d
     if chunk % n_dev:
         raise SweepError(f"chunk size {chunk} does not divide over {n_dev} devices; resume on a device count "
                          f"that divides it")
-    if chunk_memory_problem(chunk, run_bytes, n_dev, free_bytes):
-        raise SweepError(f"{out} was started with {chunk_memory_problem(chunk, run_bytes, n_dev, free_bytes)}"
+    if chunk_size_problem(chunk, run_bytes, n_dev, free_bytes, measured):
+        raise SweepError(f"{out} was started with {chunk_size_problem(chunk, run_bytes, n_dev, free_bytes, measured)}"
                          f" (resume it on a device with more memory, or start a new --out folder)")
     job = runfolder.job_id(manifest)
 
