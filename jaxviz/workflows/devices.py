@@ -135,9 +135,8 @@ def batch_mesh(devices: Sequence[Any] | None = None) -> Mesh:
 def chunk_memory_problem(chunk: int, run_bytes: int, n_devices: int, memory_bytes: int) -> str | None:
     """Why ``chunk`` runs do not fit in the devices' free memory (by ``estimate_run_bytes``), or None.
 
-    The estimate is rough (x4 for gradients and temporaries); a chunk is refused only when even that
-    estimate exceeds the free memory of a device, so it never refuses what the automatic choice
-    (half the free memory) would pick.
+    The estimate is rough (x4 for gradients and temporaries, 2-3.5x above XLA's count): where it says no,
+    ``chunk_size_problem`` asks XLA's count of the step before a size is refused.
     """
     per_device = -(-chunk // max(n_devices, 1)) * run_bytes
     if per_device <= memory_bytes:
