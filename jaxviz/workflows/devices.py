@@ -8,6 +8,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh
 
+from jaxviz.core.loop import compiled_parts
 from jaxviz.models import caffenet_tap_names
 from jaxviz.models.model import Model
 from jaxviz.recipes.preset import Preset
@@ -102,7 +103,6 @@ def step_memory(classifier: Model, preset: Preset, objective: Any, targets: Any,
 
     def measure() -> StepMemory | None:
         if not measured:
-            from jaxviz.core.loop import compiled_parts   # the loop's own step, as the sweep compiles it
             parts = compiled_parts(classifier.function, objective, preset.param, preset.method, True, False)
             measured.append(measure_step_memory(parts, classifier.params, preset.aux_params, targets, keys))
         return measured[0]
