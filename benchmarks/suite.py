@@ -600,7 +600,7 @@ def chunk_memory_piece(nets: Nets, chunks=(1, 4, 16)) -> list[dict]:
     from jaxviz.core import objectives
     from jaxviz.core.loop import compiled_parts
     from jaxviz.models.model import Model
-    from jaxviz.workflows.devices import choose_chunk_size, device_memory_bytes, estimate_run_bytes
+    from jaxviz.workflows.devices import choose_chunk_size, device_memory_bytes, estimate_run_bytes, step_buffers
     classifier = Model("caffenet", nets.caffenet, nets.c_params, {})
     generator = Model("generator", nets.generator, nets.g_params, {})
     presets = {"dgn_am": recipes.dgn_am(generator, bounds=30.0, steps=5),
@@ -609,11 +609,9 @@ def chunk_memory_piece(nets: Nets, chunks=(1, 4, 16)) -> list[dict]:
     for name, preset in presets.items():
         parts = compiled_parts(classifier.function, objectives.unit("fc8"), preset.param, preset.method, True, False)
         sizes = {}
+        targets, keys = jnp.arange(max(chunks), dtype=jnp.int32), jax.random.split(jax.random.key(0), max(chunks))
         for n in chunks:
-            args = (classifier.params, preset.aux_params, jnp.arange(n, dtype=jnp.int32),
-                    jax.random.split(jax.random.key(0), n))
-            carry = jax.eval_shape(parts.init, *args)
-            m = parts.step.lower(*args[:3], carry, jax.ShapeDtypeStruct((), jnp.int32)).compile().memory_analysis()
+            m = step_buffers(parts, classifier.params, preset.aux_params, targets, keys, n)
             sizes[n] = {"temp_mb": m.temp_size_in_bytes / 2**20, "argument_mb": m.argument_size_in_bytes / 2**20,
                         "output_mb": m.output_size_in_bytes / 2**20}
         lo, hi = min(chunks), max(chunks)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable, NamedTuple, Sequence
 
 import jax
@@ -56,26 +57,27 @@ class StepMemory(NamedTuple):
     fixed: int     # what the step needs whatever the chunk (weights, temporaries shared by the runs)
 
 
+def step_buffers(parts: Any, params: Any, aux_params: Any, targets: Any, keys: Any, runs: int) -> Any:
+    """XLA's memory analysis of a run's vmapped step (``parts``: ``core.loop.compiled_parts(...,
+    batched=True)``) compiled for ``runs`` runs shaped like ``targets`` and ``keys``; None where the
+    backend does not report it."""
+    cut = lambda a: jax.ShapeDtypeStruct((runs, *a.shape[1:]), a.dtype)   # noqa: E731
+    t, k = jax.tree_util.tree_map(cut, targets), cut(keys)
+    carry = jax.eval_shape(parts.init, params, aux_params, t, k)
+    compiled = parts.step.lower(params, aux_params, t, carry, jax.ShapeDtypeStruct((), np.int32)).compile()
+    try:
+        return compiled.memory_analysis()
+    except Exception:  # noqa: BLE001  (a backend that does not implement it)
+        return None
+
+
 def measure_step_memory(parts: Any, params: Any, aux_params: Any, targets: Any, keys: Any,
                         runs: tuple[int, int] = (8, 16)) -> StepMemory | None:
-    """XLA's count of a run's vmapped step (``parts``: ``core.loop.compiled_parts(..., batched=True)``).
-
-    Compiles the step for ``runs[0]`` and ``runs[1]`` runs, shaped like the sweep's ``targets`` and
-    ``keys``, and reads the buffers XLA assigns it (temporaries, arguments, outputs). None where the
-    backend does not report them.
-    """
+    """XLA's count of a run's vmapped step at ``runs[0]`` and ``runs[1]`` runs (``step_buffers``: its
+    temporaries, arguments and outputs), as a fixed part and a part per run; None where not reported."""
     def total(n: int) -> int | None:
-        cut = lambda a: jax.ShapeDtypeStruct((n, *a.shape[1:]), a.dtype)   # noqa: E731
-        t, k = jax.tree_util.tree_map(cut, targets), cut(keys)
-        carry = jax.eval_shape(parts.init, params, aux_params, t, k)
-        compiled = parts.step.lower(params, aux_params, t, carry, jax.ShapeDtypeStruct((), np.int32)).compile()
-        try:
-            m = compiled.memory_analysis()
-        except Exception:  # noqa: BLE001  (a backend that does not implement it)
-            return None
-        if m is None:
-            return None
-        return int(m.temp_size_in_bytes + m.argument_size_in_bytes + m.output_size_in_bytes)
+        m = step_buffers(parts, params, aux_params, targets, keys, n)
+        return None if m is None else int(m.temp_size_in_bytes + m.argument_size_in_bytes + m.output_size_in_bytes)
 
     (a, b), sizes = runs, [total(n) for n in runs]
     if None in sizes or sizes[1] <= sizes[0]:
@@ -99,13 +101,10 @@ def choose_chunk_size(run_bytes: int, n_runs: int, n_devices: int, memory_bytes:
 def step_memory(classifier: Model, preset: Preset, objective: Any, targets: Any,
                 keys: Any) -> Callable[[], StepMemory | None]:
     """XLA's count of a sweep's step (``measure_step_memory``), measured at its first call, then kept."""
-    measured: list = []
-
+    @functools.cache
     def measure() -> StepMemory | None:
-        if not measured:
-            parts = compiled_parts(classifier.function, objective, preset.param, preset.method, True, False)
-            measured.append(measure_step_memory(parts, classifier.params, preset.aux_params, targets, keys))
-        return measured[0]
+        parts = compiled_parts(classifier.function, objective, preset.param, preset.method, True, False)
+        return measure_step_memory(parts, classifier.params, preset.aux_params, targets, keys)
     return measure
 
 
@@ -170,6 +169,6 @@ def is_out_of_memory(err: BaseException) -> bool:
         "Out of memory" in str(err)[:2000]
 
 
-__all__ = ["MAX_CHUNK", "device_memory_bytes", "estimate_run_bytes", "StepMemory", "measure_step_memory",
+__all__ = ["MAX_CHUNK", "device_memory_bytes", "estimate_run_bytes", "StepMemory", "step_buffers", "measure_step_memory",
            "step_memory", "choose_chunk_size", "default_chunk_size", "batch_mesh", "chunk_memory_problem",
            "chunk_size_problem", "is_out_of_memory"]

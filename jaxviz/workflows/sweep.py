@@ -191,8 +191,9 @@ def sweep(classifier: Model, generator: Model | None, config: SweepConfig, out_d
     free_bytes = min(device_memory_bytes(d) for d in mesh.devices.flat)
     run_bytes = estimate_run_bytes(classifier, preset, config.layer)
     measured = step_memory(classifier, preset, objective, targets, keys)   # compiled only if memory decides
-    if config.chunk_size and chunk_size_problem(config.chunk_size, run_bytes, n_dev, free_bytes, measured):
-        raise SweepError(chunk_size_problem(config.chunk_size, run_bytes, n_dev, free_bytes, measured))
+    if config.chunk_size and (problem := chunk_size_problem(config.chunk_size, run_bytes, n_dev, free_bytes,
+                                                            measured)):
+        raise SweepError(problem)
     chunk = config.chunk_size or default_chunk_size(run_bytes, len(units), n_dev, free_bytes, measured)
     kind = registry.OBJECTIVE_NAMES[config.objective]
     auto = registry.default_kind(config.method, classifier, config.layer) if kind is None else "pre"
@@ -214,9 +215,9 @@ def sweep(classifier: Model, generator: Model | None, config: SweepConfig, out_d
     if chunk % n_dev:
         raise SweepError(f"chunk size {chunk} does not divide over {n_dev} devices; resume on a device count "
                          f"that divides it")
-    if chunk_size_problem(chunk, run_bytes, n_dev, free_bytes, measured):
-        raise SweepError(f"{out} was started with {chunk_size_problem(chunk, run_bytes, n_dev, free_bytes, measured)}"
-                         f" (resume it on a device with more memory, or start a new --out folder)")
+    if problem := chunk_size_problem(chunk, run_bytes, n_dev, free_bytes, measured):
+        raise SweepError(f"{out} was started with {problem} (resume it on a device with more memory, or start a "
+                         f"new --out folder)")
     job = runfolder.job_id(manifest)
 
     def runs_of(c: int) -> tuple[np.ndarray, np.ndarray]:
