@@ -9,7 +9,8 @@ depend on the values), the PyTorch twins holding the same weights (``torch_nets`
 - ``ceiling``: a 2048^3 float32 matmul (and bfloat16), GFLOP/s, JAX and PyTorch;
 - ``caffenet_fwd``, ``pixel`` (CaffeNet forward + input gradient + normalized step), ``generator_fwd``,
   ``generator_vjp``, ``dgn_am`` (G, crop, CaffeNet to fc8, both backward, DGN-AM's update, clip, decay):
-  ms, images/s, XLA's GFLOP (``cost_analysis``), GFLOP/s and fraction of the ceiling; jaxviz, eager
+  ms, images/s, XLA's GFLOP (``cost_analysis``), GFLOP/s and fraction of the ceiling (the ceiling's matmul
+  timed in the same rounds, when ``ceiling`` is asked for too); jaxviz, eager
   PyTorch, torch.compile (``--no-torch-compile`` leaves it out), and the ratio jaxviz / eager;
   ``dgn_am`` and ``pixel`` also through jaxviz's own loop (``compiled_run``, per step);
 - ``lucent``: Lucent rendering channel objectives with its default Fourier, decorrelated image (and its
@@ -211,20 +212,32 @@ def xla_cost(fn, args) -> tuple[Any, float | None, dict]:
 
 # ----- pieces ------------------------------------------------------------------------------------------
 
+CEILING_N = 2048
+
+
+def matmul_call(n: int = CEILING_N, dtype: str = "float32") -> Callable[[], Any]:
+    """A zero-argument call of a jitted ``n``^3 matmul in JAX (compiled and run once here): the ceiling's op."""
+    a = jnp.asarray(np.random.default_rng(0).normal(size=(n, n)), dtype)
+    f = jax.jit(lambda a, b: a @ b)
+    block(f(a, a))
+    return functools.partial(lambda f, a: block(f(a, a)), f, a)
+
+
+def matmul_gflops(seconds: float, n: int = CEILING_N) -> float:
+    """GFLOP/s of one ``n``^3 matmul that took ``seconds``."""
+    return round(2 * n**3 / seconds / 1e9, 1)
+
+
 def ceiling(repeats: int) -> dict:
     """GFLOP/s of a large matmul: the most this device does with one XLA op (float32, bfloat16)."""
-    n = 2048
+    n = CEILING_N
     out = {}
     variants = {}
     for dtype in ("float32", "bfloat16"):
-        a = jnp.asarray(np.random.default_rng(0).normal(size=(n, n)), dtype)
-        f = jax.jit(lambda a, b: a @ b)
         try:
-            block(f(a, a))
+            variants[f"jax_{dtype}"] = matmul_call(n, dtype)
         except Exception as e:  # noqa: BLE001
             out[f"jax_{dtype}"] = {"error": str(e)[:200]}
-            continue
-        variants[f"jax_{dtype}"] = functools.partial(lambda f, a: block(f(a, a)), f, a)
     try:
         import torch
         ta = torch.randn(n, n)
@@ -234,7 +247,7 @@ def ceiling(repeats: int) -> dict:
         pass
     res = interleaved(variants, repeats=repeats, warmup=2)
     for k, v in res.items():
-        out[k] = {"ms": round(1000 * v["median_s"], 2), "gflops": round(2 * n**3 / v["median_s"] / 1e9, 1),
+        out[k] = {"ms": round(1000 * v["median_s"], 2), "gflops": matmul_gflops(v["median_s"], n),
                   "load": [v["load_before"], v["load_after"]]}
     return out
 
@@ -254,12 +267,19 @@ def _one_thread(fn):
     return call
 
 
-def steps(nets: Nets, names, batches, repeats, torch_compile: bool, ceiling_gflops: float | None,
+def steps(nets: Nets, names, batches, repeats, torch_compile: bool, with_ceiling: bool,
           with_loop: bool = True, torch_one_thread: bool = True, large_repeats: int = 3,
           compile_batches=(1, 8)) -> list[dict]:
-    """Every workload at every batch: jaxviz, eager PyTorch, torch.compile (and jaxviz's loop), interleaved."""
+    """Every workload at every batch: jaxviz, eager PyTorch, torch.compile (and jaxviz's loop), interleaved.
+
+    With ``with_ceiling``, the ceiling's matmul runs in the same rounds, and each fraction of the ceiling
+    divides by the GFLOP/s it reached there: on a shared machine the matmul's speed changes by the minute
+    (one 2-core VM gave 82 GFLOP/s in the suite's first piece and 132 a quarter of an hour later), so a
+    ceiling measured once, at the start, makes every later fraction read high or low.
+    """
     rows = []
     fns = nets.jax_fns()
+    matmul = matmul_call() if with_ceiling else None
     for b in batches:
         torch_eager = nets.torch_fns(b) if _have_torch() else {}
         torch_comp = (nets.torch_fns(b, compiled=True) if torch_compile and _have_torch() and b in compile_batches
@@ -288,9 +308,13 @@ def steps(nets: Nets, names, batches, repeats, torch_compile: bool, ceiling_gflo
                 block(run(*run_args))
                 extra["jaxviz_loop_first_call_s"] = round(time.perf_counter() - t0, 1)
                 variants["jaxviz loop"] = functools.partial(lambda r, a: block(r(*a)), run, run_args)
+            if matmul is not None:
+                variants["matmul"] = matmul
             res = interleaved(variants, repeats=repeats if b < 32 else large_repeats)
+            ceiling_gflops = matmul_gflops(res.pop("matmul")["median_s"]) if matmul is not None else None
             row = {"workload": name, "batch": b, "xla_gflop": gflop and round(gflop, 2),
                    "jaxviz_first_call_s": round(first_s, 2), "xla_memory_mb": mem, **extra,
+                   "ceiling_gflops_in_rounds": ceiling_gflops,
                    "load_before": res["jaxviz"]["load_before"], "load_after": res["jaxviz"]["load_after"]}
             for k, v in res.items():
                 per = v["median_s"] / (loop_steps if k == "jaxviz loop" else 1)
@@ -700,16 +724,18 @@ def markdown(data: dict) -> str:
         if isinstance(data.get(key), dict) and "error" in data[key] and len(data[key]) == 1:
             lines += [f"## {key}: not measured", "", f"`{data.pop(key)['error']}`", ""]
     if "ceiling" in data:
-        lines += ["## Device ceiling (2048^3 matmul)", "", "| variant | ms | GFLOP/s |", "| --- | --- | --- |"]
+        lines += ["## Device ceiling (2048^3 matmul)", "", "Measured first; the steps' fractions of the ceiling divide by "
+                  "the float32 matmul timed again in their own rounds.", "",
+                  "| variant | ms | GFLOP/s |", "| --- | --- | --- |"]
         for k, v in data["ceiling"].items():
             lines.append(f"| {k} | {v.get('ms', '-')} | {v.get('gflops', v.get('error', '-'))} |")
         lines.append("")
     if data.get("steps"):
         lines += ["## Steps (ms per call, batch = images at once)", "",
                   "| workload | batch | jaxviz ms | torch ms | torch 1 thread ms | torch.compile ms | jaxviz loop ms/step "
-                  "| ratio jaxviz/torch | ratio jaxviz/torch 1 thread | XLA GFLOP | jaxviz GFLOP/s | of ceiling | images/s "
-                  "| load before -> after |",
-                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+                  "| ratio jaxviz/torch | ratio jaxviz/torch 1 thread | XLA GFLOP | jaxviz GFLOP/s | matmul GFLOP/s, same rounds "
+                  "| of ceiling | images/s | load before -> after |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
         for r in data["steps"]:
             g = r.get
             lines.append(
@@ -717,7 +743,7 @@ def markdown(data: dict) -> str:
                 f"{g('torch 1 thread', {}).get('ms', '-')} | "
                 f"{g('torch.compile', {}).get('ms', '-')} | {g('jaxviz loop', {}).get('ms', '-')} | "
                 f"**{g('ratio_jaxviz_over_torch', '-')}** | {g('ratio_jaxviz_over_torch_1_thread', '-')} | "
-                f"{g('xla_gflop', '-')} | {r['jaxviz'].get('gflops', '-')} | "
+                f"{g('xla_gflop', '-')} | {r['jaxviz'].get('gflops', '-')} | {g('ceiling_gflops_in_rounds') or '-'} | "
                 f"{r['jaxviz'].get('ceiling_fraction', '-')} | {r['jaxviz']['images_per_s']} | "
                 f"{r['load_before'][0]} -> {r['load_after'][0]} |")
         lines.append("")
@@ -861,17 +887,15 @@ def main(argv=None) -> None:
         return result
     nets = Nets() if set(only) & {"caffenet_fwd", "pixel", "generator_fwd", "generator_vjp", "dgn_am", "lucent",
                                   "sweep", "chunk_memory"} else None
-    ceiling_gflops = None
     if "ceiling" in only:
         data["ceiling"] = guarded("ceiling", ceiling, args.repeats)
-        ceiling_gflops = data["ceiling"].get("jax_float32", {}).get("gflops")
         print(f"ceiling: {json.dumps(data['ceiling'])}", flush=True)
     names = [n for n in STEPS if n in only]
     if names:
         done: list[dict] = []
         for b in batches:   # written after every batch: a run killed at a large batch keeps the smaller ones
             rows = guarded("steps", steps, nets, names, [b], args.repeats, not args.no_torch_compile,
-                           ceiling_gflops, not args.no_loop, True, args.repeats_large,
+                           "ceiling" in only, not args.no_loop, True, args.repeats_large,
                            [int(c) for c in args.compile_batches.split(",") if c])
             done += rows if isinstance(rows, list) else []
             data["steps"] = done
