@@ -257,3 +257,33 @@ def test_step_compiled_with_eigen_convolutions_equals_the_default_compilation(ne
             carry = got
     eigen = {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"}
     assert step_options() == (eigen if jax.default_backend() == "cpu" else {})
+
+
+def test_the_result_renders_both_images_through_one_traced_render(net):
+    """The result program renders the last and the best code in one loop: the renderer (for DGN-AM, the
+    whole generator) is traced and compiled once, not twice; and each image is the render of its code."""
+    from jaxviz.core.loop import run_parts
+
+    traced = []
+
+    class Doubling(Pixels):
+        def render(self, aux_params, z):
+            traced.append(z.shape)
+            return 2.0 * z
+
+    param = Doubling((28, 28, 1), init_std=0.1)
+    parts = run_parts(net.function, O.unit("fc8"), param, METHOD)
+    carry = parts.init(net.params, None, jnp.int32(3), jax.random.key(0))
+    carry = parts.step(net.params, None, jnp.int32(3), carry, jnp.int32(0))
+    carry = carry._replace(best_z=carry.best_z + 1.0, best_objective=jnp.float32(1e30))  # a best that stays
+    traced.clear()
+    jax.make_jaxpr(parts.finish)(net.params, None, jnp.int32(3), carry)
+    assert traced == [(1, 28, 28, 1)]
+    result = parts.finish(net.params, None, jnp.int32(3), carry)
+    np.testing.assert_array_equal(result.image, 2.0 * carry.z)
+    np.testing.assert_array_equal(result.best_image, 2.0 * carry.best_z)
+    np.testing.assert_array_equal(result.best_z, carry.best_z)
+    # and when the last image beats every earlier one, it is the best image too
+    result = parts.finish(net.params, None, jnp.int32(3), carry._replace(best_objective=jnp.float32(-1e30)))
+    np.testing.assert_array_equal(result.best_image, 2.0 * carry.z)
+    np.testing.assert_array_equal(result.best_z, carry.z)

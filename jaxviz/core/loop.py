@@ -19,6 +19,7 @@ from typing import Any, Callable, NamedTuple, Sequence
 import jax
 import jax.numpy as jnp
 import optax
+from jax import lax
 
 from jaxviz.core.fingerprint import value_key
 from jaxviz.core.objectives import CODE, IMAGE, Objective, rank_in_layer, unit_values
@@ -133,15 +134,18 @@ def run_parts(net_apply: NetApply, objective: Objective, param: Parameterization
     if not taps:
         raise ValueError(f"objective {objective.name} reads no network layer")
 
-    def forward(net_params, aux_params, z, target, key=None):
-        """Objective and activations; ``key`` None means the image is seen untransformed."""
-        image = param.render(aux_params, z)
+    def judge(net_params, image, z, target, key=None):
+        """Objective and activations of a rendered image; ``key`` None means it is seen untransformed."""
         seen = image if key is None or method.transform is None else method.transform(key, image)
         acts = dict(net_apply(net_params, seen, taps))
         acts[IMAGE] = image
         if param.is_code:
             acts[CODE] = z
         return objective(acts, target), acts
+
+    def forward(net_params, aux_params, z, target, key=None):
+        """Objective and activations of ``z`` rendered."""
+        return judge(net_params, param.render(aux_params, z), z, target, key)
 
     value_and_grad = jax.value_and_grad(forward, argnums=2, has_aux=True)
     if method.redirected_relu_steps < 0:
@@ -185,15 +189,18 @@ def run_parts(net_apply: NetApply, objective: Objective, param: Parameterization
             activations=carry.activations.at[i].set(activation), loop_key=carry.loop_key)
 
     def finish(net_params, aux_params, target, carry: _Carry) -> Result:
+        # Both images through one render in a loop of two: the renderer (a generator, say) is compiled
+        # once instead of twice, and this program runs once per run.
+        image, best_so_far = lax.map(lambda z: param.render(aux_params, z), jnp.stack([carry.z, carry.best_z]))
         # The final image is judged as produced, without the robustness transform.
-        final_value, acts = forward(net_params, aux_params, carry.z, target)
+        final_value, acts = judge(net_params, image, carry.z, target)
         final_activation, rank = _target_activation(objective, acts, target)
         final_better = jnp.isfinite(final_value) & (final_value > carry.best_objective)
-        best_z = jnp.where(final_better, carry.z, carry.best_z)
         return Result(
-            image=acts[IMAGE], z=carry.z, objective=carry.trace, activation=carry.activations,
+            image=image, z=carry.z, objective=carry.trace, activation=carry.activations,
             final_objective=final_value, final_activation=final_activation, rank=rank,
-            best_image=param.render(aux_params, best_z), best_z=best_z,
+            best_image=jnp.where(final_better, image, best_so_far),
+            best_z=jnp.where(final_better, carry.z, carry.best_z),
             best_objective=jnp.where(final_better, final_value, carry.best_objective),
             best_step=jnp.where(final_better, method.steps, carry.best_step),
             failed_step=carry.failed_step, stopped_step=carry.stopped_step)
