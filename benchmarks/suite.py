@@ -267,19 +267,18 @@ def _one_thread(fn):
     return call
 
 
-def steps(nets: Nets, names, batches, repeats, torch_compile: bool, with_ceiling: bool,
+def steps(nets: Nets, names, batches, repeats, torch_compile: bool, matmul: Callable[[], Any] | None,
           with_loop: bool = True, torch_one_thread: bool = True, large_repeats: int = 3,
           compile_batches=(1, 8)) -> list[dict]:
     """Every workload at every batch: jaxviz, eager PyTorch, torch.compile (and jaxviz's loop), interleaved.
 
-    With ``with_ceiling``, the ceiling's matmul runs in the same rounds, and each fraction of the ceiling
-    divides by the GFLOP/s it reached there: on a shared machine the matmul's speed changes by the minute
+    With ``matmul`` (``matmul_call()``), the ceiling's matmul runs in the same rounds, and each fraction
+    of the ceiling divides by the GFLOP/s it reached there: on a shared machine its speed changes by the minute
     (one 2-core VM gave 82 GFLOP/s in the suite's first piece and 132 a quarter of an hour later), so a
     ceiling measured once, at the start, makes every later fraction read high or low.
     """
     rows = []
     fns = nets.jax_fns()
-    matmul = matmul_call() if with_ceiling else None
     for b in batches:
         torch_eager = nets.torch_fns(b) if _have_torch() else {}
         torch_comp = (nets.torch_fns(b, compiled=True) if torch_compile and _have_torch() and b in compile_batches
@@ -893,9 +892,10 @@ def main(argv=None) -> None:
     names = [n for n in STEPS if n in only]
     if names:
         done: list[dict] = []
+        matmul = matmul_call() if "ceiling" in only else None   # timed again beside every step
         for b in batches:   # written after every batch: a run killed at a large batch keeps the smaller ones
             rows = guarded("steps", steps, nets, names, [b], args.repeats, not args.no_torch_compile,
-                           "ceiling" in only, not args.no_loop, True, args.repeats_large,
+                           matmul, not args.no_loop, True, args.repeats_large,
                            [int(c) for c in args.compile_batches.split(",") if c])
             done += rows if isinstance(rows, list) else []
             data["steps"] = done
