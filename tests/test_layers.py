@@ -105,6 +105,7 @@ def test_leaky_relu():
 # ----- the speed forms: each against the reference form (jax.lax) and Caffe's closed form -------------------
 
 import jax  # noqa: E402
+import jax.extend  # noqa: E402
 from jax import lax  # noqa: E402
 
 # (H, W, C_in, C_out, k, stride, pad, groups): conv1's shape class (11x11 stride 4, 3 channels), grouped, padded,
@@ -225,6 +226,52 @@ def test_default_forms_by_shape_on_cpu():
     assert layers.deconv_form((8, 64, 64, 64), (4, 4, 64, 32), (2, 2)) == "phases"
     assert layers.dense_form((layers.DENSE_CONV_MIN_ROWS - 1, 4096)) == "dot"
     assert layers.dense_form((layers.DENSE_CONV_MIN_ROWS, 4096)) == "conv"
+
+
+def _primitives(f, *args) -> list[str]:
+    """The primitive names of ``f``'s jaxpr, inner jaxprs (custom rules, pjit) included."""
+    names = []
+
+    def walk(jaxpr):
+        for eqn in jaxpr.eqns:
+            names.append(eqn.primitive.name)
+            for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+                walk(sub)
+    walk(jax.make_jaxpr(f)(*args).jaxpr)
+    return names
+
+
+def test_plain_forms_trace_each_layer_as_one_operation_with_the_same_sums():
+    """Under ``plain_forms()`` (a program run once) a grouped convolution, a stride-2 deconvolution of a
+    large map, a strided conv1-like convolution and max pooling each trace to one XLA operation, no
+    slicing into groups, phases or parts, and give the default forms' values to float rounding."""
+    from jaxviz.core.plain_forms import in_plain_forms, plain_forms
+
+    cases = {
+        "grouped conv": (lambda x, k: layers.conv2d(x, k, None, (1, 1), (2, 2), groups=2),
+                         _rand(2, 9, 9, 8), _rand(5, 5, 4, 6)),
+        "conv1-like": (lambda x, k: layers.conv2d(x, k, None, (4, 4)), _rand(2, 35, 35, 3), _rand(11, 11, 3, 8)),
+        "stride-2 deconv": (lambda x, k: layers.deconv2d(x, k, None, (2, 2), (1, 1)),
+                            _rand(2, 32, 32, 8), _rand(4, 4, 8, 16)),
+        "max pool": (lambda x, k: layers.max_pool(x, (3, 3), (2, 2)) + 0 * k.sum(), _rand(2, 13, 13, 4), _rand(1)),
+        "dense": (lambda x, k: layers.dense(x, k), _rand(8, 12), _rand(12, 5)),
+    }
+    assert not in_plain_forms()
+    for name, (f, x, k) in cases.items():
+        fast = f(x, k)
+        with plain_forms():
+            assert in_plain_forms()
+            plain_ops = _primitives(f, x, k)
+            plain = f(x, k)
+        layer_ops = [op for op in plain_ops if op in ("conv_general_dilated", "reduce_window_max", "dot_general")]
+        assert len(layer_ops) == 1, (name, plain_ops)
+        assert not {"concatenate", "slice", "custom_vjp_call", "custom_vmap_call"} & set(plain_ops), (name, plain_ops)
+        np.testing.assert_allclose(plain, fast, rtol=1e-5, atol=1e-4, err_msg=name)
+    if jax.default_backend() == "cpu":   # the fast forms do cut these layers up there: the check above can fail
+        f, x, k = cases["grouped conv"]
+        assert "concatenate" in _primitives(f, x, k)
+        f, x, k = cases["stride-2 deconv"]
+        assert len([op for op in _primitives(f, x, k) if op == "conv_general_dilated"]) > 1
 
 
 def _caffe_max_pool_grad(x, g, k, s, p):

@@ -259,6 +259,37 @@ def test_step_compiled_with_eigen_convolutions_equals_the_default_compilation(ne
     assert step_options() == (eigen if jax.default_backend() == "cpu" else {})
 
 
+def test_the_result_program_is_traced_in_plain_forms_and_the_step_in_the_fast_ones(net):
+    """A run's result program runs once: its render and network are traced in the layers' plainest forms
+    (``core.plain_forms``), which compile in about half the time; the step, run every iteration, keeps
+    the fast forms. The result is the same to float rounding."""
+    from jaxviz.core.loop import run_parts
+    from jaxviz.core.plain_forms import in_plain_forms
+
+    seen = {"render": [], "network": []}
+
+    class Recording(Pixels):
+        def render(self, aux_params, z):
+            seen["render"].append(in_plain_forms())
+            return super().render(aux_params, z)
+
+    def network(params, x, taps):
+        seen["network"].append(in_plain_forms())
+        return net.function(params, x, taps)
+
+    parts = run_parts(network, O.unit("fc8"), Recording((28, 28, 1), init_std=0.1), METHOD)
+    carry = parts.init(net.params, None, jnp.int32(3), jax.random.key(0))
+    jax.make_jaxpr(parts.step)(net.params, None, jnp.int32(3), carry, jnp.int32(0))
+    assert seen == {"render": [False], "network": [False]}
+    seen = {"render": [], "network": []}
+    jax.make_jaxpr(parts.finish)(net.params, None, jnp.int32(3), carry)
+    assert seen == {"render": [True], "network": [True]}
+    # the final judgement in plain forms agrees with the network's own forward pass
+    result = parts.finish(net.params, None, jnp.int32(3), carry)
+    fc8 = net.function(net.params, result.image, ("fc8",))["fc8"]
+    np.testing.assert_allclose(result.final_activation, fc8[0, 3], rtol=1e-5)
+
+
 def test_the_result_renders_both_images_through_one_traced_render(net):
     """The result program renders the last and the best code in one loop: the renderer (for DGN-AM, the
     whole generator) is traced and compiled once, not twice; and each image is the render of its code."""

@@ -24,6 +24,7 @@ from jax import lax
 from jaxviz.core.fingerprint import value_key
 from jaxviz.core.objectives import CODE, IMAGE, Objective, rank_in_layer, unit_values
 from jaxviz.core.operators import Operator, OperatorContext
+from jaxviz.core.plain_forms import plain_forms
 from jaxviz.core.params import Parameterization
 from jaxviz.core.transforms import Transform
 from jaxviz.core import relu_rules
@@ -189,11 +190,14 @@ def run_parts(net_apply: NetApply, objective: Objective, param: Parameterization
             activations=carry.activations.at[i].set(activation), loop_key=carry.loop_key)
 
     def finish(net_params, aux_params, target, carry: _Carry) -> Result:
-        # Both images through one render in a loop of two: the renderer (a generator, say) is compiled
-        # once instead of twice, and this program runs once per run.
-        image, best_so_far = lax.map(lambda z: param.render(aux_params, z), jnp.stack([carry.z, carry.best_z]))
-        # The final image is judged as produced, without the robustness transform.
-        final_value, acts = judge(net_params, image, carry.z, target)
+        # This program runs once per run: its layers take their plainest forms, which compile in about
+        # half the time, and both images go through one render in a loop of two, so the renderer (a
+        # generator, say) is compiled once.
+        with plain_forms():
+            image, best_so_far = lax.map(lambda z: param.render(aux_params, z),
+                                         jnp.stack([carry.z, carry.best_z]))
+            # The final image is judged as produced, without the robustness transform.
+            final_value, acts = judge(net_params, image, carry.z, target)
         final_activation, rank = _target_activation(objective, acts, target)
         final_better = jnp.isfinite(final_value) & (final_value > carry.best_objective)
         return Result(

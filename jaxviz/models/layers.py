@@ -16,6 +16,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from jaxviz.core import relu_rules
+from jaxviz.core.plain_forms import in_plain_forms
 from jaxviz.core.relu_rules import RELU_RULES, relu_backward  # noqa: F401  (the layers' names for them)
 from jaxviz.models.micro_batches import micro_batched, whole
 
@@ -51,7 +52,7 @@ def max_pool(x: jax.Array, kernel: Sequence[int], stride: Sequence[int],
     forward mode (``jvp``) needs ``form="xla"``.
     """
     padding = tuple(tuple(p) for p in _pool_padding(x.shape[1:3], kernel, stride, pad))
-    form = form or POOL_FORM
+    form = form or ("xla" if in_plain_forms() else POOL_FORM)
     if form == "xla":
         return _max_pool_reference(x, tuple(kernel), tuple(stride), padding)
     if form != "select":
@@ -227,7 +228,7 @@ def _conv2d_nobias(x, kernel, stride, pad, dilation, groups, form):
 def _scheduled(kind, layer, x, kernel, stride, pad, dilation, groups, form):
     """``layer`` (a bias-free conv2d / deconv2d body), over parts of the batch where that is faster, and
     with its form chosen by the batch of all of ``vmap``'s runs where the best form depends on the batch."""
-    if form is None:
+    if form is None and not in_plain_forms():
         body = functools.partial(layer, stride=stride, pad=pad, dilation=dilation, groups=groups, form=None)
         if in_micro_batches(kind, x.shape, kernel.shape, stride):
             return micro_batched(body)(x, kernel)
@@ -250,6 +251,8 @@ def in_micro_batches(kind: str, x_shape, kernel_shape, stride) -> bool:
 def conv_form(x_shape, kernel_shape, stride, dilation=(1, 1), groups: int = 1) -> str:
     """The form ``conv2d`` uses for these shapes when none is asked for (measured on XLA:CPU, see
     benchmarks/README.md; other backends keep the forms jaxviz used before, per-group split for groups)."""
+    if in_plain_forms():
+        return "direct"
     if jax.default_backend() != "cpu":   # not measured off CPU: the forms jaxviz has always used there
         return "split" if 1 < groups <= 16 else "direct"
     if tuple(dilation) != (1, 1) or groups > 16:
@@ -401,6 +404,8 @@ def _deconv2d_nobias(x, kernel, stride, pad, dilation, groups, form):
 
 def deconv_form(x_shape, kernel_shape, stride, dilation=(1, 1), groups: int = 1) -> str:
     """The form ``deconv2d`` uses for these shapes when none is asked for (measured on XLA:CPU)."""
+    if in_plain_forms():
+        return "direct"
     if tuple(stride) == (1, 1) or tuple(dilation) != (1, 1):
         return "direct" if jax.default_backend() != "cpu" else "phases"   # stride 1: conv2d's own choice
     if jax.default_backend() != "cpu":
@@ -465,7 +470,7 @@ def dense(x: jax.Array, kernel: jax.Array, bias: jax.Array | None = None, *, for
     CPU the form is chosen by the batch of all of ``vmap``'s runs (``models.micro_batches``): reverse mode
     only there; pass ``form=`` for ``jvp``.
     """
-    if form is None and _dense_form_depends_on_batch(x.shape):
+    if form is None and _dense_form_depends_on_batch(x.shape) and not in_plain_forms():
         y = micro_batched(functools.partial(_dense_nobias, form=None), whole)(x, kernel)
     else:
         y = _dense_nobias(x, kernel, form)
@@ -483,6 +488,8 @@ def _dense_nobias(x, kernel, form):
 
 def dense_form(x_shape) -> str:
     """The form ``dense`` uses for an input of this shape when none is asked for (measured on XLA:CPU)."""
+    if in_plain_forms():
+        return "dot"
     if _dense_form_depends_on_batch(x_shape) and x_shape[0] >= DENSE_CONV_MIN_ROWS:
         # XLA:CPU's YNNPACK (a run's step keeps it for the dots, see core.loop.step_options) runs
         # x @ W at 8 rows and more at up to half the speed of Eigen's 1x1 convolution on an Intel Xeon
