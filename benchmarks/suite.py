@@ -17,7 +17,8 @@ depend on the values), the PyTorch twins holding the same weights (``torch_nets`
   ``upconvGAN`` with our random generator weights) against ``recipes.lucid`` on the same network, one
   image and a batch of 8 channels;
 - ``sweep``: DGN-AM units/s against chunk size through ``compiled_run`` (what ``jaxviz sweep`` runs);
-- ``compile``: first call against steady state of ``recipes.lucid`` at batch 1 and 8, in fresh processes,
+- ``compile``: first call against steady state of ``recipes.lucid`` at batch 1 and 8 and of DGN-AM at 8
+  (``COMPILE_WORKLOADS``), in fresh processes,
   without and with JAX's persistent compilation cache (cold, then warm);
 - ``memory``: peak resident memory of each step per batch, each in a fresh process (measured: the
   kernel's peak-RSS mark, reset after setup and compilation, minus the resident size then), beside
@@ -537,19 +538,26 @@ def _child(argv: list[str], env: dict | None = None, timeout: int = 900) -> dict
     return {"error": (p.stderr or p.stdout)[-500:]}
 
 
+COMPILE_WORKLOADS = {"recipes.lucid": (1, 8), "dgn_am": (8,)}
+"""The runs whose first call the ``compile`` piece times, and at which batches (runs at once)."""
+
+
 def compile_piece(batches=(1, 8)) -> list[dict]:
-    """recipes.lucid's first call vs its steady call, fresh processes: no cache, cold cache, warm cache."""
+    """First call vs steady call of ``recipes.lucid`` and of DGN-AM (3 steps), fresh processes: no cache,
+    cold cache, warm cache."""
     rows = []
-    for b in batches:
-        with tempfile.TemporaryDirectory() as cache:
-            for mode in ("none", "cold", "warm"):
-                res = _child(["--child-compile", str(b), "--cache", "" if mode == "none" else cache])
-                rows.append({"batch": b, "cache": mode, **res})
-                print(f"compile recipes.lucid b{b} cache {mode}: {json.dumps(res)}", flush=True)
+    for workload, at in COMPILE_WORKLOADS.items():
+        for b in (b for b in batches if b in at):
+            with tempfile.TemporaryDirectory() as cache:
+                for mode in ("none", "cold", "warm"):
+                    res = _child(["--child-compile", str(b), "--child-workload", workload,
+                                  "--cache", "" if mode == "none" else cache])
+                    rows.append({"workload": workload, "batch": b, "cache": mode, **res})
+                    print(f"compile {workload} b{b} cache {mode}: {json.dumps(res)}", flush=True)
     return rows
 
 
-def child_compile(b: int, cache: str) -> dict:
+def child_compile(b: int, cache: str, workload: str = "recipes.lucid") -> dict:
     if cache:
         from benchmarks.cache import enable_compilation_cache
         enable_compilation_cache(cache)
@@ -559,17 +567,19 @@ def child_compile(b: int, cache: str) -> dict:
     from jaxviz.models.model import Model
     import dataclasses
     nets = Nets()
-    classifier = Model("caffenet", nets.caffenet, nets.c_params, {})
-    preset = recipes.lucid((227, 227, 3), None, steps=3)
-    run = compiled_run(classifier.function, objectives.channel("conv5:pre"), preset.param,
-                       dataclasses.replace(preset.method, steps=3), True, False)
-    keys = jax.random.split(jax.random.key(0), b)
-    targets = jnp.arange(b, dtype=jnp.int32)
+    if workload == "dgn_am":
+        run, args = _library_run(nets, "dgn_am", b, 3)
+    else:
+        classifier = Model("caffenet", nets.caffenet, nets.c_params, {})
+        preset = recipes.lucid((227, 227, 3), None, steps=3)
+        run = compiled_run(classifier.function, objectives.channel("conv5:pre"), preset.param,
+                           dataclasses.replace(preset.method, steps=3), True, False)
+        args = (classifier.params, None, jnp.arange(b, dtype=jnp.int32), jax.random.split(jax.random.key(0), b))
     t0 = time.perf_counter()
-    block(run(classifier.params, None, targets, keys))
+    block(run(*args))
     first = time.perf_counter() - t0
     t0 = time.perf_counter()
-    block(run(classifier.params, None, targets, keys))
+    block(run(*args))
     steady = time.perf_counter() - t0
     return {"first_call_s": round(first, 2), "steady_call_s": round(steady, 2), "steps": 3, "load": load()}
 
@@ -771,10 +781,11 @@ def markdown(data: dict) -> str:
                   f"{r['first_call_s']} |" for r in data["sweep"]]
         lines.append("")
     if data.get("compile"):
-        lines += ["## First call vs steady state, recipes.lucid (3 steps), fresh processes", "",
-                  "| batch | compilation cache | first call s | steady call s |", "| --- | --- | --- | --- |"]
-        lines += [f"| {r['batch']} | {r['cache']} | {r.get('first_call_s', r.get('error'))} | {r.get('steady_call_s', '-')} |"
-                  for r in data["compile"]]
+        lines += ["## First call vs steady state (3 steps), fresh processes", "",
+                  "| workload | batch | compilation cache | first call s | steady call s |",
+                  "| --- | --- | --- | --- | --- |"]
+        lines += [f"| {r.get('workload', 'recipes.lucid')} | {r['batch']} | {r['cache']} | "
+                  f"{r.get('first_call_s', r.get('error'))} | {r.get('steady_call_s', '-')} |" for r in data["compile"]]
         lines.append("")
     if data.get("memory"):
         lines += ["## Peak memory of two calls (fresh process; peak RSS over the first two calls, minus RSS after setup and compilation)", "",
@@ -847,11 +858,12 @@ def main(argv=None) -> None:
     parser.add_argument("--no-loop", action="store_true", help="leave out jaxviz's loop (compiled_run) variants")
     parser.add_argument("--cache-dir", default="", help="enable JAX's persistent compilation cache here")
     parser.add_argument("--child-compile", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--child-workload", default="recipes.lucid", help=argparse.SUPPRESS)
     parser.add_argument("--child-memory", help=argparse.SUPPRESS)
     parser.add_argument("--cache", default="", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child_compile:
-        print("CHILD " + json.dumps(child_compile(args.child_compile, args.cache)))
+        print("CHILD " + json.dumps(child_compile(args.child_compile, args.cache, args.child_workload)))
         return
     if args.child_memory:
         print("CHILD " + json.dumps(child_memory(args.child_memory)))
