@@ -3,6 +3,9 @@
 These are the few operations where Caffe differs from the usual deep-learning defaults (output sizes
 rounded up in pooling, LRN's exact normalization, deconvolution as the adjoint of convolution), written
 once and shared by the explicit CaffeNet / generator modules and the prototxt-built networks.
+
+Where several forms compute the same layer (``FORMS``), the fastest is chosen by shape; a program traced
+under ``core.plain_forms.plain_forms()`` (one that runs once) takes the plainest instead, one XLA operation.
 """
 
 from __future__ import annotations
