@@ -224,19 +224,80 @@ def _plain_leaves(tree) -> list[np.ndarray]:
     return [np.asarray(as_data(a)) for a in jax.tree_util.tree_leaves(tree)]
 
 
-def test_initial_state_compiled_for_speed_of_compilation_equals_the_default_compilation(net):
-    # A run's initial state compiles at LLVM level 1 on CPU (run_once_options): it must hold the same
-    # values as the default compilation, for a Fourier image's random spectrum as for pixels.
+def test_initial_state_and_result_compiled_for_speed_of_compilation_equal_the_default_compilation(net):
+    # A run's initial state and result compile for speed of compiling on CPU (run_once_options: LLVM
+    # level 1, XLA's older loop emitter): they must hold the same values as the default compilation, for
+    # a Fourier image's random spectrum and every step's transform values as for pixels.
+    import dataclasses
+
     from jaxviz.core.fourier import FourierImage
     from jaxviz.core.loop import compiled_parts, run_once_options, run_parts
+    from jaxviz.core.transforms import standard_transforms
     targets, keys = unit_keys(0, range(3))
-    for param in (FourierImage(28, 28, 1), Pixels((28, 28, 1))):
-        fast = compiled_parts(net.function, O.unit("fc8"), param, METHOD, True, False).init
-        default = jax.jit(jax.vmap(run_parts(net.function, O.unit("fc8"), param, METHOD).init, (None, None, 0, 0)))
-        for a, b in zip(_plain_leaves(fast(net.params, None, targets, keys)),
-                        _plain_leaves(default(net.params, None, targets, keys))):
+    transformed = dataclasses.replace(METHOD, transform=standard_transforms())
+    for param, method in ((FourierImage(28, 28, 1), transformed), (Pixels((28, 28, 1)), METHOD)):
+        fast = compiled_parts(net.function, O.unit("fc8"), param, method, True, False)
+        parts = run_parts(net.function, O.unit("fc8"), param, method)
+        default_init = jax.jit(jax.vmap(parts.init, (None, None, 0, 0)))
+        carry = fast.init(net.params, None, targets, keys)
+        for a, b in zip(_plain_leaves(carry), _plain_leaves(default_init(net.params, None, targets, keys))):
             np.testing.assert_array_equal(a, b)
-    assert run_once_options() == ({"xla_backend_optimization_level": 1} if jax.default_backend() == "cpu" else {})
+        default_finish = jax.jit(jax.vmap(parts.finish, (None, None, 0, 0)))
+        for a, b in zip(_plain_leaves(fast.finish(net.params, None, targets, carry)),
+                        _plain_leaves(default_finish(net.params, None, targets, carry))):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    once = {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT",
+            "xla_backend_optimization_level": 1, "xla_cpu_use_fusion_emitters": False}
+    assert run_once_options() == (once if jax.default_backend() == "cpu" else {})
+
+
+def test_an_option_this_xla_does_not_know_is_left_out():
+    from jaxviz.core.loop import known_options
+    assert known_options({"xla_backend_optimization_level": 1, "xla_no_such_option": True}) == {
+        "xla_backend_optimization_level": 1}
+
+
+def _primitive_names(jaxpr) -> set[str]:
+    names = set()
+    for eqn in jaxpr.eqns:
+        names.add(eqn.primitive.name)
+        for value in eqn.params.values():
+            for sub in value if isinstance(value, (tuple, list)) else (value,):
+                inner = getattr(sub, "jaxpr", sub)
+                if hasattr(inner, "eqns"):
+                    names |= _primitive_names(inner)
+    return names
+
+
+def test_every_steps_transform_values_are_drawn_at_the_start_and_the_step_hashes_nothing(net):
+    """XLA:CPU compiles each hash of a step as kernels of its own, so a run draws every step's transform
+    values in its initial state: the step, compiled for speed of running, draws nothing. Each step still
+    gets its own values, those its key gives (``step_keys``)."""
+    import dataclasses
+
+    from jaxviz.core.loop import run_parts, step_keys
+    from jaxviz.core.transforms import draw, standard_transforms
+    method = dataclasses.replace(METHOD, steps=5, transform=standard_transforms())
+    parts = run_parts(net.function, O.unit("fc8"), Pixels((28, 28, 1), init_std=0.1), method)
+    carry = parts.init(net.params, None, jnp.int32(3), jax.random.key(7))
+    random = {"random_bits", "random_split", "random_fold_in", "random_seed", "threefry2x32"}
+    step = jax.make_jaxpr(parts.step)(net.params, None, jnp.int32(3), carry, jnp.int32(2))
+    assert not random & _primitive_names(step.jaxpr)
+    init = jax.make_jaxpr(parts.init)(net.params, None, jnp.int32(3), jax.random.key(7))
+    assert "random_bits" in _primitive_names(init.jaxpr)
+    matrices, offsets = carry.transform_draws
+    assert matrices.shape == (5, 1, 2, 2) and offsets.shape == (5, 1, 2)
+    assert len({tuple(np.asarray(o).ravel()) for o in offsets}) > 1   # not one draw for every step
+    for i in range(5):
+        want = draw(method.transform, step_keys(carry.loop_key, jnp.int32(i))[0], 1)
+        np.testing.assert_allclose(matrices[i], want[0], rtol=1e-6)
+        np.testing.assert_allclose(offsets[i], want[1], rtol=1e-6, atol=1e-6)
+    # and the run goes on from them: a step with the transform is not the step without it
+    plain = run_parts(net.function, O.unit("fc8"), Pixels((28, 28, 1), init_std=0.1),
+                      dataclasses.replace(method, transform=None))
+    moved = parts.step(net.params, None, jnp.int32(3), carry, jnp.int32(0)).z
+    unmoved = plain.step(net.params, None, jnp.int32(3), carry._replace(transform_draws=None), jnp.int32(0)).z
+    assert not np.allclose(moved, unmoved)
 
 
 def test_step_compiled_with_eigen_convolutions_equals_the_default_compilation(net):

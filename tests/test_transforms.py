@@ -45,6 +45,23 @@ def test_differentiable(name):
     assert g.shape == x.shape and np.all(np.isfinite(np.asarray(g))) and float(jnp.abs(g).sum()) > 0
 
 
+@pytest.mark.parametrize("name", sorted(RANDOM))
+def test_values_drawn_apart_from_their_use_give_the_same_images(name):
+    # The loop draws every step's values at the start of a run (transforms.draw) and applies them later.
+    t, x, key = RANDOM[name], images(), jax.random.key(4)
+    assert isinstance(t, T.RandomTransform)
+    np.testing.assert_array_equal(T.apply_drawn(t, T.draw(t, key, x.shape[0]), x), t(key, x))
+
+
+def test_a_plain_function_draws_as_it_applies():
+    noisy = lambda key, x: x + jax.random.normal(key, x.shape)
+    x, key = images(), jax.random.key(1)
+    assert T.draw(noisy, key, x.shape[0]) is key
+    chain = T.compose(T.jitter(2), noisy)
+    np.testing.assert_array_equal(T.apply_drawn(chain, T.draw(chain, key, x.shape[0]), x), chain(key, x))
+    assert not np.allclose(chain(key, x), T.jitter(2)(jax.random.split(key)[0], x))
+
+
 def test_identities():
     x = images()
     key = jax.random.key(3)

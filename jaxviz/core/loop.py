@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 from typing import Any, Callable, NamedTuple, Sequence
 
 import jax
@@ -26,7 +27,7 @@ from jaxviz.core.objectives import CODE, IMAGE, Objective, rank_in_layer, unit_v
 from jaxviz.core.operators import Operator, OperatorContext
 from jaxviz.core.plain_forms import plain_forms
 from jaxviz.core.params import Parameterization
-from jaxviz.core.transforms import Transform
+from jaxviz.core.transforms import Transform, apply_drawn, draw
 from jaxviz.core import relu_rules
 
 NetApply = Callable[[Any, jax.Array, Sequence[str]], dict]
@@ -79,6 +80,7 @@ class _Carry(NamedTuple):
     stopped_step: jax.Array
     trace: jax.Array         # (steps,) objective per step, filled as the run goes
     activations: jax.Array   # (steps, n) target activation per step
+    transform_draws: Any     # the transform's values for each step (leading axis steps), or None
     loop_key: jax.Array
 
 
@@ -107,8 +109,8 @@ def _redirected_early(value_and_grad: Callable, steps: int, total: int) -> Calla
         with relu_rules.relu_backward("redirected"):
             return value_and_grad(*args)
 
-    def early(net_params, aux_params, z, target, key, step):
-        args = (net_params, aux_params, z, target, key)
+    def early(net_params, aux_params, z, target, drawn, step):
+        args = (net_params, aux_params, z, target, drawn)
         return jax.lax.cond(step < steps, redirected, value_and_grad, *args)
 
     return early if steps < total else (lambda *args, step: redirected(*args))
@@ -117,6 +119,28 @@ def _redirected_early(value_and_grad: Callable, steps: int, total: int) -> Calla
 def _plain(value_and_grad: Callable) -> Callable:
     """``value_and_grad`` that takes (and ignores) the step index."""
     return lambda *args, step: value_and_grad(*args)
+
+
+def step_keys(loop_key: jax.Array, i: jax.Array) -> jax.Array:
+    """The two keys of step ``i``: the transform's, then the operator's."""
+    return jax.random.split(jax.random.fold_in(loop_key, i))
+
+
+def transform_draws(method: Method, loop_key: jax.Array, n: int) -> Any:
+    """The values the transform uses at every step of a run of ``n`` images (leading axis: steps), drawn
+    from each step's key at the start of the run: XLA:CPU compiles every hash as kernels of its own, and the
+    initial state compiles for speed of compiling where the step compiles for speed of running
+    (``transforms.RandomTransform``). None without a transform."""
+    if method.transform is None:
+        return None
+    at = lambda i: draw(method.transform, step_keys(loop_key, i)[0], n)
+    return jax.vmap(at)(jnp.arange(method.steps, dtype=jnp.int32))
+
+
+def step_draws(draws: Any, i: jax.Array) -> Any:
+    """Step ``i``'s values out of ``transform_draws``; past the last step, the last step's (a driver that
+    runs longer than ``Method.steps``, such as inverse-set sampling, meets only transform-free methods)."""
+    return jax.tree_util.tree_map(lambda a: lax.dynamic_index_in_dim(a, i, keepdims=False), draws)
 
 
 class RunParts(NamedTuple):
@@ -135,18 +159,19 @@ def run_parts(net_apply: NetApply, objective: Objective, param: Parameterization
     if not taps:
         raise ValueError(f"objective {objective.name} reads no network layer")
 
-    def judge(net_params, image, z, target, key=None):
-        """Objective and activations of a rendered image; ``key`` None means it is seen untransformed."""
-        seen = image if key is None or method.transform is None else method.transform(key, image)
+    def judge(net_params, image, z, target, drawn=None):
+        """Objective and activations of a rendered image, seen through the transform with ``drawn`` values
+        (None: untransformed)."""
+        seen = image if drawn is None or method.transform is None else apply_drawn(method.transform, drawn, image)
         acts = dict(net_apply(net_params, seen, taps))
         acts[IMAGE] = image
         if param.is_code:
             acts[CODE] = z
         return objective(acts, target), acts
 
-    def forward(net_params, aux_params, z, target, key=None):
+    def forward(net_params, aux_params, z, target, drawn=None):
         """Objective and activations of ``z`` rendered."""
-        return judge(net_params, param.render(aux_params, z), z, target, key)
+        return judge(net_params, param.render(aux_params, z), z, target, drawn)
 
     value_and_grad = jax.value_and_grad(forward, argnums=2, has_aux=True)
     if method.redirected_relu_steps < 0:
@@ -162,18 +187,20 @@ def run_parts(net_apply: NetApply, objective: Objective, param: Parameterization
         minus_one = jnp.array(-1, jnp.int32)
         return _Carry(z, method.optimizer.init(z), jnp.array(True), z, jnp.array(-jnp.inf, jnp.float32),
                       minus_one, minus_one, minus_one, jnp.full((method.steps,), jnp.nan, jnp.float32),
-                      jnp.zeros((method.steps, z.shape[0]), jnp.float32), loop_key)
+                      jnp.zeros((method.steps, z.shape[0]), jnp.float32),
+                      transform_draws(method, loop_key, z.shape[0]), loop_key)
 
     def step(net_params, aux_params, target, carry: _Carry, i: jax.Array) -> _Carry:
-        transform_key, operator_key = jax.random.split(jax.random.fold_in(carry.loop_key, i))
-        (value, acts), grad = value_and_grad(net_params, aux_params, carry.z, target, transform_key, step=i)
+        drawn = step_draws(carry.transform_draws, i)
+        (value, acts), grad = value_and_grad(net_params, aux_params, carry.z, target, drawn, step=i)
         activation, _ = _target_activation(objective, acts, target)
         # optax minimizes: feed it the gradient of -objective.
         updates, opt_state = method.optimizer.update(jax.tree_util.tree_map(jnp.negative, grad),
                                                      carry.opt_state, carry.z)
         z = optax.apply_updates(carry.z, updates)
         if method.operator is not None:
-            z = method.operator(z, OperatorContext(i, operator_key, grad))
+            # An operator that ignores its key costs no hash: XLA drops the unused draw.
+            z = method.operator(z, OperatorContext(i, step_keys(carry.loop_key, i)[1], grad))
         finite = jnp.isfinite(value) & jnp.all(jnp.isfinite(z))
         zero_grad = jnp.all(grad == 0) if method.stop_on_zero_grad else jnp.array(False)
         improved = carry.alive & jnp.isfinite(value) & (value > carry.best_objective)
@@ -187,7 +214,8 @@ def run_parts(net_apply: NetApply, objective: Objective, param: Parameterization
             failed_step=jnp.where(carry.alive & ~finite, i, carry.failed_step),
             stopped_step=jnp.where(carry.alive & finite & zero_grad, i, carry.stopped_step),
             trace=carry.trace.at[i].set(jnp.where(carry.alive, value, jnp.nan)),
-            activations=carry.activations.at[i].set(activation), loop_key=carry.loop_key)
+            activations=carry.activations.at[i].set(activation), transform_draws=carry.transform_draws,
+            loop_key=carry.loop_key)
 
     def finish(net_params, aux_params, target, carry: _Carry) -> Result:
         # This program runs once per run: its layers take their plainest forms, which compile in about
@@ -323,14 +351,21 @@ _PARTS: "collections.OrderedDict[Any, RunParts]" = collections.OrderedDict()
 
 
 def run_once_options() -> dict[str, Any]:
-    """XLA options for a run's initial state, a program called once per run: on CPU, LLVM's level 1.
+    """XLA options for a run's initial state and its result, programs called once per run: on CPU, the
+    step's options, LLVM's level 1 and XLA's older loop emitter.
 
-    The initial state is mostly random draws (a Fourier image's spectrum), and LLVM's full optimization of
-    their hashing is the slow part of compiling it: on a 2-core CPU, ``recipes.lucid`` at batch 8 compiles
-    its initial state in 2.1 s at the default level and in 0.4 s at level 1, to the same values, 2 ms
-    slower once per run. The step, called every iteration, keeps the default. Off CPU: XLA's defaults.
+    XLA:CPU's fusion emitters (its newer code generator for elementwise loops) and LLVM's full
+    optimization make a step's elementwise kernels faster but compile each more slowly, and these two
+    programs run once. The initial state is mostly random draws (a Fourier image's spectrum, every step's
+    transform values), whose hashing is the slow part of compiling it: ``recipes.lucid``'s at batch 8, on
+    a 2-core AMD EPYC, compiles in 3.2 s with XLA's defaults, 1.0 s at level 1, 1.7 s with the older
+    emitter, 0.6 s with both, to the same values. The step keeps both (without them the pixel step runs
+    2-10 % slower). Off CPU: XLA's defaults.
     """
-    return {"xla_backend_optimization_level": 1} if jax.default_backend() == "cpu" else {}
+    if jax.default_backend() != "cpu":
+        return {}
+    return {**step_options(),
+            **known_options({"xla_backend_optimization_level": 1, "xla_cpu_use_fusion_emitters": False})}
 
 
 def step_options() -> dict[str, Any]:
@@ -343,7 +378,22 @@ def step_options() -> dict[str, Any]:
     """
     if jax.default_backend() != "cpu":
         return {}
-    return {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"}
+    return known_options({"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"})
+
+
+def known_options(options: dict[str, Any]) -> dict[str, Any]:
+    """The ``options`` this XLA knows: an option it does not (an older or newer jaxlib) is left out, not
+    an error at every compilation."""
+    return {name: value for name, value in options.items() if _known_option(name, value)}
+
+
+@functools.cache
+def _known_option(name: str, value: Any) -> bool:
+    try:
+        jax.jit(lambda x: x + 1).lower(jnp.float32(0)).compile({name: value})
+        return True
+    except Exception:   # XLA says "No such compile option" as a runtime error of its own
+        return False
 
 
 def compiled_parts(net_apply: NetApply, objective: Objective, param: Parameterization, method: Method,
@@ -361,10 +411,10 @@ def compiled_parts(net_apply: NetApply, objective: Objective, param: Parameteriz
     parts = run_parts(net_apply, objective, param, method)
     vmap = (lambda f, axes: jax.vmap(f, in_axes=axes)) if batched else (lambda f, axes: f)
     run_axes = (None, None, 0, 0) + ((0,) if with_z0 else ())
-    every_step = step_options()
-    compiled = RunParts(jax.jit(vmap(parts.init, run_axes), compiler_options=run_once_options()),
-                        jax.jit(vmap(parts.step, (None, None, 0, 0, None)), compiler_options=every_step),
-                        jax.jit(vmap(parts.finish, (None, None, 0, 0)), compiler_options=every_step))
+    once = run_once_options()
+    compiled = RunParts(jax.jit(vmap(parts.init, run_axes), compiler_options=once),
+                        jax.jit(vmap(parts.step, (None, None, 0, 0, None)), compiler_options=step_options()),
+                        jax.jit(vmap(parts.finish, (None, None, 0, 0)), compiler_options=once))
     _PARTS[key] = compiled
     if len(_PARTS) > COMPILED_CACHE_SIZE:
         _PARTS.popitem(last=False)

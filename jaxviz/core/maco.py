@@ -25,9 +25,10 @@ import numpy as np
 
 from jaxviz.core.colour import (channel_mean, check_per_channel, colour_matrix, freeze_matrix,
                                 sigmoid_to_input)
-from jaxviz.core.loop import Method, Result, run_parts, step_options
+from jaxviz.core.loop import Method, Result, run_once_options, run_parts, step_draws, step_options
 from jaxviz.core.objectives import CODE, IMAGE, Objective
 from jaxviz.core.params import Parameterization
+from jaxviz.core.transforms import apply_drawn
 
 STANDARDIZE_EPS = 1e-5  # Xplique's epsilon in the image's standardization
 
@@ -129,7 +130,7 @@ def transparency(net: Any, objective: Objective, param: Parameterization, method
     """One run of ``optimize`` and MACO's transparency map: ``sum_steps |d objective / d image|``.
 
     ``net`` is a ``jaxviz.core.run.Network``. Each step's gradient is taken with respect to the rendered
-    image through the same robustness transform that step uses (the loop's key rule), as Xplique sums the
+    image through the same robustness transform that step uses (the run's own draws), as Xplique sums the
     absolute image gradient of its crops' objective. Returns the run's ``Result`` (equal to
     ``optimize``'s) and the map, shaped like the run's images (n, H, W, C). Host-driven: one compiled step
     and one compiled image gradient per step.
@@ -137,8 +138,8 @@ def transparency(net: Any, objective: Objective, param: Parameterization, method
     parts = run_parts(net.function, objective, param, method)
     taps = _taps(objective)
 
-    def value(image, z, net_params, t, transform_key):
-        seen = image if method.transform is None else method.transform(transform_key, image)
+    def value(image, z, net_params, t, drawn):
+        seen = image if method.transform is None else apply_drawn(method.transform, drawn, image)
         acts = dict(net.function(net_params, seen, taps))
         acts[IMAGE] = image
         if param.is_code:
@@ -146,18 +147,17 @@ def transparency(net: Any, objective: Objective, param: Parameterization, method
         return objective(acts, t)
 
     @jax.jit
-    def image_gradient(net_params, aux, t, z, loop_key, i):
-        # The loop's rule: the step's transform key is the first half of split(fold_in(loop_key, i)).
-        transform_key = jax.random.split(jax.random.fold_in(loop_key, i))[0]
-        return jax.grad(value)(param.render(aux, z), z, net_params, t, transform_key)
+    def image_gradient(net_params, aux, t, z, draws, i):
+        # The step's own transform values, drawn at the start of the run.
+        return jax.grad(value)(param.render(aux, z), z, net_params, t, step_draws(draws, i))
 
-    every_step = step_options()
-    step, finish = (jax.jit(f, compiler_options=every_step) for f in (parts.step, parts.finish))
-    carry = jax.jit(parts.init)(net.params, aux_params, target, key)
+    step = jax.jit(parts.step, compiler_options=step_options())
+    init, finish = (jax.jit(f, compiler_options=run_once_options()) for f in (parts.init, parts.finish))
+    carry = init(net.params, aux_params, target, key)
     total = jnp.zeros_like(param.render(aux_params, carry.z))
     for i in range(method.steps):
         index = jnp.asarray(i, jnp.int32)
-        grad = image_gradient(net.params, aux_params, target, carry.z, carry.loop_key, index)
+        grad = image_gradient(net.params, aux_params, target, carry.z, carry.transform_draws, index)
         total = total + jnp.where(carry.alive, jnp.abs(grad), 0.0)  # a stopped run adds nothing
         carry = step(net.params, aux_params, target, carry, index)
     return finish(net.params, aux_params, target, carry), total

@@ -1,7 +1,9 @@
 """Robustness transforms applied to the image before each forward pass: pure functions of a PRNG key.
 
 A ``Transform`` maps ``(key, images NHWC) -> images NHWC`` of the same shape (fixed-size networks such as
-CaffeNet cannot take another size), differentiable with respect to the images.
+CaffeNet cannot take another size), differentiable with respect to the images. The random ones here are
+``RandomTransform``s, which also split drawing their values from using them, so the loop draws every
+step's values once, at the start of a run (``draw``, ``apply_drawn``).
 
 Lucid's transforms change the image size (pad, crop-jitter, resize) and rely on a size-agnostic network.
 Here every transform keeps the size, so the geometry is done by resampling in place:
@@ -21,7 +23,8 @@ Here every transform keeps the size, so the geometry is done by resampling in pl
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+import dataclasses
+from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -34,13 +37,46 @@ from jaxviz.core.resample import Reach, affine_resample, reach_of, resample_fits
 Transform = Callable[[jax.Array, jax.Array], jax.Array]
 
 
-def compose(*transforms: Transform) -> Transform:
+@dataclasses.dataclass(frozen=True)
+class RandomTransform:
+    """A ``Transform`` whose random values are drawn apart from their use: ``t(key, x)`` is
+    ``t.apply(t.draw(key, len(x)), x)``.
+
+    Why: a run's step is compiled once but every hash in it is a kernel that XLA:CPU compiles anew (the
+    seven of ``recipes.lucid``'s step took a quarter of its compile time), so the loop draws every step's
+    values in the run's initial state, a program compiled for speed of compiling, and the step only applies
+    them. Keep the draws small (shifts, matrices): the loop holds them for every step of a run.
+    """
+
+    draw: Callable[[jax.Array, int], Any]          # (key, n images) -> this transform's values, a pytree
+    apply: Callable[[Any, jax.Array], jax.Array]   # (those values, images NHWC) -> images NHWC
+
+    def __call__(self, key: jax.Array, x: jax.Array) -> jax.Array:
+        return self.apply(self.draw(key, x.shape[0]), x)
+
+
+def draw(transform: Transform, key: jax.Array, n: int) -> Any:
+    """The random values ``transform`` uses with ``key`` on ``n`` images: a ``RandomTransform``'s draws, or
+    ``key`` itself for a plain function, which draws as it applies."""
+    return transform.draw(key, n) if isinstance(transform, RandomTransform) else key
+
+
+def apply_drawn(transform: Transform, drawn: Any, x: jax.Array) -> jax.Array:
+    """``transform`` applied with values from ``draw``: ``apply_drawn(t, draw(t, key, len(x)), x) == t(key, x)``."""
+    return transform.apply(drawn, x) if isinstance(transform, RandomTransform) else transform(drawn, x)
+
+
+def compose(*transforms: Transform) -> RandomTransform:
     """Apply ``transforms`` in order, each with its own key."""
-    def apply(key: jax.Array, x: jax.Array) -> jax.Array:
-        for t, k in zip(transforms, jax.random.split(key, max(len(transforms), 1))):
-            x = t(k, x)
+    def draw_each(key: jax.Array, n: int) -> tuple:
+        keys = jax.random.split(key, max(len(transforms), 1))
+        return tuple(draw(t, k, n) for t, k in zip(transforms, keys))
+
+    def apply_each(drawn: tuple, x: jax.Array) -> jax.Array:
+        for t, d in zip(transforms, drawn):
+            x = apply_drawn(t, d, x)
         return x
-    return apply
+    return RandomTransform(draw_each, apply_each)
 
 
 def uniform_index(key: jax.Array, n: int, shape: Sequence[int]) -> jax.Array:
@@ -75,19 +111,26 @@ def _require_shift_fits(max_shift: int, x: jax.Array) -> None:
         raise ValueError(f"jitter of {max_shift} pixels does not fit images of size {x.shape[1:3]}")
 
 
-def jitter(max_shift: int) -> Transform:
+def _draw_shifts(key: jax.Array, max_shift: int, n: int) -> jax.Array:
+    """(2, n) integer shifts in ``[-max_shift, max_shift]``: rows, then columns."""
+    return uniform_index(key, 2 * max_shift + 1, (2, n)) - max_shift
+
+
+def jitter(max_shift: int) -> RandomTransform:
     """Shift each image by a random integer offset in ``[-max_shift, max_shift]`` per axis (reflected borders)."""
     if max_shift < 0:
         raise ValueError(f"jitter needs max_shift >= 0, got {max_shift}")
 
-    def apply(key: jax.Array, x: jax.Array) -> jax.Array:
+    def draw_shifts(key: jax.Array, n: int) -> jax.Array:
+        return _draw_shifts(key, max_shift, n) if max_shift else jnp.zeros((2, n), jnp.int32)
+
+    def apply(d: jax.Array, x: jax.Array) -> jax.Array:
         require_image(x, "jitter")
         if max_shift == 0:
             return x
         _require_shift_fits(max_shift, x)
-        d = uniform_index(key, 2 * max_shift + 1, (2, x.shape[0])) - max_shift
         return shift(x, d[0], d[1], max_shift)
-    return apply
+    return RandomTransform(draw_shifts, apply)
 
 
 # ----- affine resampling about the centre -------------------------------------------------------------
@@ -143,31 +186,37 @@ def rotation_matrices(degrees: jax.Array) -> jax.Array:
     return jnp.stack([jnp.stack([cos, sin], -1), jnp.stack([-sin, cos], -1)], -2)
 
 
-def random_scale(scales: Sequence[float]) -> Transform:
+def random_scale(scales: Sequence[float]) -> RandomTransform:
     """Zoom each image about its centre by one of ``scales`` (bilinear, same size, reflected borders)."""
     if not scales or min(scales) <= 0:
         raise ValueError(f"random_scale needs positive scales, got {scales}")
     # Every matrix it can draw is known now: their bounds fix the resampling's margin and adjoint window.
     reach = reach_of(np.asarray(scale_matrices(jnp.asarray(scales, jnp.float32))))
 
-    def apply(key: jax.Array, x: jax.Array) -> jax.Array:
-        return _resample(x, scale_matrices(_choose(key, scales, x.shape[0])), reach)
-    return apply
+    def draw_matrices(key: jax.Array, n: int) -> jax.Array:
+        return scale_matrices(_choose(key, scales, n))
+
+    def apply(matrices: jax.Array, x: jax.Array) -> jax.Array:
+        return _resample(x, matrices, reach)
+    return RandomTransform(draw_matrices, apply)
 
 
-def random_rotate(degrees: Sequence[float]) -> Transform:
+def random_rotate(degrees: Sequence[float]) -> RandomTransform:
     """Rotate each image about its centre by one of ``degrees`` (bilinear, same size, reflected borders)."""
     if not degrees:
         raise ValueError("random_rotate needs at least one angle")
     reach = reach_of(np.asarray(rotation_matrices(jnp.asarray(degrees, jnp.float32))))
 
-    def apply(key: jax.Array, x: jax.Array) -> jax.Array:
-        return _resample(x, rotation_matrices(_choose(key, degrees, x.shape[0])), reach)
-    return apply
+    def draw_matrices(key: jax.Array, n: int) -> jax.Array:
+        return rotation_matrices(_choose(key, degrees, n))
+
+    def apply(matrices: jax.Array, x: jax.Array) -> jax.Array:
+        return _resample(x, matrices, reach)
+    return RandomTransform(draw_matrices, apply)
 
 
 def random_affine(scales: Sequence[float], degrees: Sequence[float], shift_before: int = 0,
-                  shift_after: int = 0) -> Transform:
+                  shift_after: int = 0) -> RandomTransform:
     """``jitter(shift_before)``, ``random_scale(scales)``, ``random_rotate(degrees)``, ``jitter(shift_after)``
     as one bilinear resampling of their composed map (reflected borders).
 
@@ -192,17 +241,21 @@ def random_affine(scales: Sequence[float], degrees: Sequence[float], shift_befor
     # |t| <= |S R| |d_after| + |d_before| per axis, the row sums of |S R| bounded by the forward reach.
     reach = reach_of(every, shift=reach_of(every).forward * shift_after + shift_before)
 
-    def apply(key: jax.Array, x: jax.Array) -> jax.Array:
-        require_image(x, "random_affine")
-        n = x.shape[0]
-        _require_shift_fits(max(shift_before, shift_after), x)
+    def draw_map(key: jax.Array, n: int) -> tuple[jax.Array, jax.Array]:
+        """(matrices (n, 2, 2), offsets (n, 2)) of the composed map."""
         # The keys and draws of ``compose(jitter, random_scale, random_rotate, jitter)``: the same maps.
         k_before, k_scale, k_angle, k_after = jax.random.split(key, 4)
-        d_before = (uniform_index(k_before, 2 * shift_before + 1, (2, n)).T - shift_before).astype(jnp.float32)
-        d_after = (uniform_index(k_after, 2 * shift_after + 1, (2, n)).T - shift_after).astype(jnp.float32)
+        d_before = _draw_shifts(k_before, shift_before, n).T.astype(jnp.float32)
+        d_after = _draw_shifts(k_after, shift_after, n).T.astype(jnp.float32)
         m = scale_matrices(_choose(k_scale, scales, n)) @ rotation_matrices(_choose(k_angle, degrees, n))
-        return _resample(x, m, reach, -jnp.einsum("nij,nj->ni", m, d_after) - d_before)
-    return apply
+        return m, -jnp.einsum("nij,nj->ni", m, d_after) - d_before
+
+    def apply(drawn: tuple[jax.Array, jax.Array], x: jax.Array) -> jax.Array:
+        require_image(x, "random_affine")
+        _require_shift_fits(max(shift_before, shift_after), x)
+        m, offsets = drawn
+        return _resample(x, m, reach, offsets)
+    return RandomTransform(draw_map, apply)
 
 
 # ----- pad --------------------------------------------------------------------------------------------
@@ -237,7 +290,7 @@ LUCID_SCALES = tuple(1 + (i - 5) / 50.0 for i in range(11))
 LUCID_ANGLES = tuple(float(a) for a in list(range(-10, 11)) + 5 * [0])
 
 
-def standard_transforms(pad_width: int = 0, pad_value: float = 0.0) -> Transform:
+def standard_transforms(pad_width: int = 0, pad_value: float = 0.0) -> RandomTransform:
     """Lucid's default chain at fixed size: jitter 8, scale 0.9..1.1, rotate -10..10 (+5 zeros), jitter 4.
 
     The four are one resampling (``random_affine``): the same random maps, the image sampled once. Lucid
@@ -249,7 +302,7 @@ def standard_transforms(pad_width: int = 0, pad_value: float = 0.0) -> Transform
 
 
 __all__ = [
-    "Transform", "compose", "uniform_index", "shift", "jitter", "affine_about_center", "scale_matrices",
+    "Transform", "RandomTransform", "draw", "apply_drawn", "compose", "uniform_index", "shift", "jitter", "affine_about_center", "scale_matrices",
     "rotation_matrices", "random_scale", "random_rotate", "random_affine", "pad", "standard_transforms",
     "LUCID_SCALES", "LUCID_ANGLES",
 ]

@@ -22,7 +22,7 @@ from jaxviz.core import operators
 from jaxviz.core.loop import Method
 from jaxviz.core.objectives import Acts, Objective
 from jaxviz.core.run import optimize
-from jaxviz.core.transforms import Transform
+from jaxviz.core.transforms import RandomTransform
 from jaxviz.core.updates import normalized_gradient_ascent
 from jaxviz.lenses.backprop import check_units, layer_shape
 from jaxviz.models import preprocessing as pp
@@ -39,17 +39,19 @@ class Dream(NamedTuple):
     sizes: tuple[tuple[int, int], ...]  # (height, width) of each octave, smallest first
 
 
-def roll_jitter(max_shift: int) -> Transform:
+def roll_jitter(max_shift: int) -> RandomTransform:
     """Roll the images by one random offset in ``[-max_shift, max_shift]`` per axis (wrapping around)."""
     if max_shift < 0:
         raise ValueError(f"jitter needs max_shift >= 0, got {max_shift}")
 
-    def apply(key: jax.Array, x: jax.Array) -> jax.Array:
+    def draw_offset(key: jax.Array, n: int) -> jax.Array:
+        return jax.random.randint(key, (2,), -max_shift, max_shift + 1)
+
+    def apply(d: jax.Array, x: jax.Array) -> jax.Array:
         if max_shift == 0:
             return x
-        d = jax.random.randint(key, (2,), -max_shift, max_shift + 1)
         return jnp.roll(x, (d[0], d[1]), axis=(1, 2))
-    return apply
+    return RandomTransform(draw_offset, apply)
 
 
 def dream_objective(layer: str, unit: int | None = None, reduce: str = "l2") -> Objective:
