@@ -33,7 +33,7 @@ test-all: $(VENV)/.installed-test
 demo: $(VENV)/.installed-base
 	$(PY) -m jaxviz demo
 
-# The benchmark suite against eager PyTorch, torch.compile and Lucent (8 to 18 min on a 2-core CPU):
+# The benchmark suite against eager PyTorch, torch.compile and Lucent (8 to 20 min on a 2-core CPU):
 # writes $(BENCH_OUT).json, .md and .png; BENCH_ARGS picks pieces, e.g. BENCH_ARGS="--only dgn_am --batches 1,8".
 # torch-lucent goes in without its declared dependencies (its torchvision would be a CUDA build).
 BENCH_OUT ?= benchmarks/results/cpu-$(shell date +%F)
