@@ -52,7 +52,8 @@ class RandomTransform:
     apply: Callable[[Any, jax.Array], jax.Array]   # (those values, images NHWC) -> images NHWC
 
     def __call__(self, key: jax.Array, x: jax.Array) -> jax.Array:
-        return self.apply(self.draw(key, x.shape[0]), x)
+        # A scalar is no batch of images: ``apply`` says so, naming the transform.
+        return self.apply(self.draw(key, x.shape[0] if jnp.ndim(x) else 1), x)
 
 
 def draw(transform: Transform, key: jax.Array, n: int) -> Any:
