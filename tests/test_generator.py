@@ -14,6 +14,7 @@ import pytest
 
 from jaxviz.models.generator import (DeconvSpec, Generator, GeneratorConfig, crop_to_classifier,
                                      generator_tap_names, generator_tap_shapes)
+from tests.helpers.jaxprs import primitive_names
 
 # models.md's generator table, C x H x W rewritten as NHWC.
 MODELS_MD_SHAPES = {
@@ -82,25 +83,13 @@ def test_mnist_generator_runs_and_taps_follow_in_place_semantics():
     np.testing.assert_array_equal(out["reshape_defc5"], caffe_map.transpose(0, 2, 3, 1))
 
 
-def _count_primitive(jaxpr, primitive: str) -> int:
-    """How often ``primitive`` is applied in ``jaxpr``, inside the layers' custom_vjp / custom_vmap calls too."""
-    n = 0
-    for e in jaxpr.eqns:
-        n += e.primitive.name == primitive
-        for v in e.params.values():
-            inner = getattr(v, "jaxpr", v)          # a ClosedJaxpr's Jaxpr, or a Jaxpr
-            if hasattr(inner, "eqns"):
-                n += _count_primitive(inner, primitive)
-    return n
-
-
 def test_generator_stops_at_deepest_tap():
     cfg = GeneratorConfig.mnist()
     gen, params = _small_params(cfg)
     code = jnp.zeros((1, cfg.code_size))
 
     def count(taps, primitive):
-        return _count_primitive(jax.make_jaxpr(lambda p, c: gen.apply(p, c, taps))(params, code).jaxpr, primitive)
+        return primitive_names(lambda p, c: gen.apply(p, c, taps), params, code).count(primitive)
 
     assert count(("reshape_defc5",), "conv_general_dilated") == 0
     assert count(("defc6",), "dot_general") == 2

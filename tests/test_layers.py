@@ -7,6 +7,7 @@ import pytest
 
 from jaxviz.models import layers
 from tests.helpers import caffe_reference as ref
+from tests.helpers.jaxprs import primitive_names
 from weights_convert.layouts import conv_kernel, deconv_kernel
 
 RTOL, ATOL = 1e-5, 1e-5
@@ -105,7 +106,6 @@ def test_leaky_relu():
 # ----- the speed forms: each against the reference form (jax.lax) and Caffe's closed form -------------------
 
 import jax  # noqa: E402
-import jax.extend  # noqa: E402
 from jax import lax  # noqa: E402
 
 # (H, W, C_in, C_out, k, stride, pad, groups): conv1's shape class (11x11 stride 4, 3 channels), grouped, padded,
@@ -228,19 +228,6 @@ def test_default_forms_by_shape_on_cpu():
     assert layers.dense_form((layers.DENSE_CONV_MIN_ROWS, 4096)) == "conv"
 
 
-def _primitives(f, *args) -> list[str]:
-    """The primitive names of ``f``'s jaxpr, inner jaxprs (custom rules, pjit) included."""
-    names = []
-
-    def walk(jaxpr):
-        for eqn in jaxpr.eqns:
-            names.append(eqn.primitive.name)
-            for sub in jax.extend.core.jaxprs_in_params(eqn.params):
-                walk(sub)
-    walk(jax.make_jaxpr(f)(*args).jaxpr)
-    return names
-
-
 def test_plain_forms_trace_each_layer_as_one_operation_with_the_same_sums():
     """Under ``plain_forms()`` (a program run once) a grouped convolution, a stride-2 deconvolution of a
     large map, a strided conv1-like convolution and max pooling each trace to one XLA operation, no
@@ -261,7 +248,7 @@ def test_plain_forms_trace_each_layer_as_one_operation_with_the_same_sums():
         fast = f(x, k)
         with plain_forms():
             assert in_plain_forms()
-            plain_ops = _primitives(f, x, k)
+            plain_ops = primitive_names(f, x, k)
             plain = f(x, k)
         layer_ops = [op for op in plain_ops if op in ("conv_general_dilated", "reduce_window_max", "dot_general")]
         assert len(layer_ops) == 1, (name, plain_ops)
@@ -269,9 +256,9 @@ def test_plain_forms_trace_each_layer_as_one_operation_with_the_same_sums():
         np.testing.assert_allclose(plain, fast, rtol=1e-5, atol=1e-4, err_msg=name)
     if jax.default_backend() == "cpu":   # the fast forms do cut these layers up there: the check above can fail
         f, x, k = cases["grouped conv"]
-        assert "concatenate" in _primitives(f, x, k)
+        assert "concatenate" in primitive_names(f, x, k)
         f, x, k = cases["stride-2 deconv"]
-        assert len([op for op in _primitives(f, x, k) if op == "conv_general_dilated"]) > 1
+        assert len([op for op in primitive_names(f, x, k) if op == "conv_general_dilated"]) > 1
 
 
 def _caffe_max_pool_grad(x, g, k, s, p):

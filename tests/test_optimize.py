@@ -16,6 +16,7 @@ from jaxviz.core.updates import gradient_ascent, normalized_gradient_ascent
 from jaxviz.core.params import Pixels
 from jaxviz.core.run import OptimizationFailed, unit_keys
 from jaxviz.core.run import optimize as visualize, optimize_batch as visualize_batch
+from tests.helpers.jaxprs import primitive_names
 
 SMALL = CaffeNetConfig(input_size=28, in_channels=1,
                        convs=(ConvSpec(8, 5, 1, 2, 1), ConvSpec(8, 5, 1, 2, 2), ConvSpec(8, 3, 1, 1, 1),
@@ -257,18 +258,6 @@ def test_an_option_this_xla_does_not_know_is_left_out():
         "xla_backend_optimization_level": 1}
 
 
-def _primitive_names(jaxpr) -> set[str]:
-    names = set()
-    for eqn in jaxpr.eqns:
-        names.add(eqn.primitive.name)
-        for value in eqn.params.values():
-            for sub in value if isinstance(value, (tuple, list)) else (value,):
-                inner = getattr(sub, "jaxpr", sub)
-                if hasattr(inner, "eqns"):
-                    names |= _primitive_names(inner)
-    return names
-
-
 def test_every_steps_transform_values_are_drawn_at_the_start_and_the_step_hashes_nothing(net):
     """XLA:CPU compiles each hash of a step as kernels of its own, so a run draws every step's transform
     values in its initial state: the step, compiled for speed of running, draws nothing. Each step still
@@ -281,10 +270,8 @@ def test_every_steps_transform_values_are_drawn_at_the_start_and_the_step_hashes
     parts = run_parts(net.function, O.unit("fc8"), Pixels((28, 28, 1), init_std=0.1), method)
     carry = parts.init(net.params, None, jnp.int32(3), jax.random.key(7))
     random = {"random_bits", "random_split", "random_fold_in", "random_seed", "threefry2x32"}
-    step = jax.make_jaxpr(parts.step)(net.params, None, jnp.int32(3), carry, jnp.int32(2))
-    assert not random & _primitive_names(step.jaxpr)
-    init = jax.make_jaxpr(parts.init)(net.params, None, jnp.int32(3), jax.random.key(7))
-    assert "random_bits" in _primitive_names(init.jaxpr)
+    assert not random & set(primitive_names(parts.step, net.params, None, jnp.int32(3), carry, jnp.int32(2)))
+    assert "random_bits" in primitive_names(parts.init, net.params, None, jnp.int32(3), jax.random.key(7))
     matrices, offsets = carry.transform_draws
     assert matrices.shape == (5, 1, 2, 2) and offsets.shape == (5, 1, 2)
     assert len({tuple(np.asarray(o).ravel()) for o in offsets}) > 1   # not one draw for every step
