@@ -542,19 +542,39 @@ COMPILE_WORKLOADS = {"recipes.lucid": (1, 8), "dgn_am": (8,)}
 """The runs whose first call the ``compile`` piece times, and at which batches (runs at once)."""
 
 
-def compile_piece(batches=(1, 8)) -> list[dict]:
+def compile_piece(batches=(1, 8), repeats: int = 1) -> list[dict]:
     """First call vs steady call of ``recipes.lucid`` and of DGN-AM (3 steps), fresh processes: no cache,
-    cold cache, warm cache."""
+    cold cache, warm cache; each ``repeats`` times, the three modes alternating, medians reported.
+
+    ``compiling_s`` is the first call minus the steady call of the same process: what the first call
+    spends on tracing and compiling (and one-time warm-ups) rather than on running.
+    """
     rows = []
     for workload, at in COMPILE_WORKLOADS.items():
         for b in (b for b in batches if b in at):
-            with tempfile.TemporaryDirectory() as cache:
-                for mode in ("none", "cold", "warm"):
-                    res = _child(["--child-compile", str(b), "--child-workload", workload,
-                                  "--cache", "" if mode == "none" else cache])
-                    rows.append({"workload": workload, "batch": b, "cache": mode, **res})
-                    print(f"compile {workload} b{b} cache {mode}: {json.dumps(res)}", flush=True)
+            samples: dict[str, list[dict]] = {"none": [], "cold": [], "warm": []}
+            for _ in range(repeats):
+                with tempfile.TemporaryDirectory() as cache:
+                    for mode in samples:
+                        res = _child(["--child-compile", str(b), "--child-workload", workload,
+                                      "--cache", "" if mode == "none" else cache])
+                        samples[mode].append(res)
+                        print(f"compile {workload} b{b} cache {mode}: {json.dumps(res)}", flush=True)
+            rows += [{"workload": workload, "batch": b, "cache": mode, **_median_first_calls(runs)}
+                     for mode, runs in samples.items()]
     return rows
+
+
+def _median_first_calls(runs: list[dict]) -> dict:
+    """The medians of fresh-process first-call samples (an error, if any process failed), with the samples."""
+    failed = [r for r in runs if "first_call_s" not in r]
+    if failed:
+        return failed[0]
+    med = lambda xs: round(float(np.median(xs)), 2)
+    return {"first_call_s": med([r["first_call_s"] for r in runs]),
+            "steady_call_s": med([r["steady_call_s"] for r in runs]),
+            "compiling_s": med([r["first_call_s"] - r["steady_call_s"] for r in runs]),
+            "processes": len(runs), "samples": runs}
 
 
 def child_compile(b: int, cache: str, workload: str = "recipes.lucid") -> dict:
@@ -782,10 +802,12 @@ def markdown(data: dict) -> str:
         lines.append("")
     if data.get("compile"):
         lines += ["## First call vs steady state (3 steps), fresh processes", "",
-                  "| workload | batch | compilation cache | first call s | steady call s |",
-                  "| --- | --- | --- | --- | --- |"]
+                  "| workload | batch | compilation cache | first call s | steady call s | compiling s "
+                  "(first - steady) | processes |",
+                  "| --- | --- | --- | --- | --- | --- | --- |"]
         lines += [f"| {r.get('workload', 'recipes.lucid')} | {r['batch']} | {r['cache']} | "
-                  f"{r.get('first_call_s', r.get('error'))} | {r.get('steady_call_s', '-')} |" for r in data["compile"]]
+                  f"{r.get('first_call_s', r.get('error'))} | {r.get('steady_call_s', '-')} | "
+                  f"{r.get('compiling_s', '-')} | {r.get('processes', 1)} |" for r in data["compile"]]
         lines.append("")
     if data.get("memory"):
         lines += ["## Peak memory of two calls (fresh process; peak RSS over the first two calls, minus RSS after setup and compilation)", "",
@@ -855,6 +877,8 @@ def main(argv=None) -> None:
     parser.add_argument("--compile-batches", default="1,8",
                         help="batches that also run torch.compile and jaxviz's loop (both slow to warm up)")
     parser.add_argument("--no-torch-compile", action="store_true")
+    parser.add_argument("--compile-repeats", type=int, default=1,
+                        help="fresh processes per first-call figure of the compile piece (medians reported)")
     parser.add_argument("--no-loop", action="store_true", help="leave out jaxviz's loop (compiled_run) variants")
     parser.add_argument("--cache-dir", default="", help="enable JAX's persistent compilation cache here")
     parser.add_argument("--child-compile", type=int, help=argparse.SUPPRESS)
@@ -917,7 +941,8 @@ def main(argv=None) -> None:
     if "sweep" in only:
         data["sweep"] = guarded("sweep", sweep_piece, nets, [int(c) for c in args.chunks.split(",")], args.repeats)
     if "compile" in only:
-        data["compile"] = guarded("compile", compile_piece, [b for b in batches if b <= 8] or [1])
+        data["compile"] = guarded("compile", compile_piece, [b for b in batches if b <= 8] or [1],
+                                  args.compile_repeats)
     if "memory" in only:
         data["memory"] = guarded("memory", memory_piece, ["pixel", "dgn_am"], [b for b in batches if b <= 8],
                                  _have_torch())
