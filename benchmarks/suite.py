@@ -62,7 +62,8 @@ from benchmarks.timing import block, interleaved, load, machine
 from jaxviz.io.atomic import atomic_write_bytes
 
 ALL = ("ceiling", "caffenet_fwd", "pixel", "generator_fwd", "generator_vjp", "dgn_am", "lucent", "sweep",
-       "compile", "memory", "chunk_memory", "inverse_set")
+       "compile", "memory", "chunk_memory", "inverse_set", "units")
+DEFAULT = tuple(p for p in ALL if p != "units")   # units: 1000 x 200 DGN-AM steps, hours on a CPU
 STEPS = ("caffenet_fwd", "pixel", "generator_fwd", "generator_vjp", "dgn_am")
 LR = 1.0           # pixel step: x += LR g / mean|g|
 DGN_LR = 8.0       # DGN-AM's first learning rate
@@ -92,8 +93,9 @@ class Nets:
     def torch(self):
         if self._torch is None:
             from benchmarks.torch_nets import caffenet_from_jaxviz, generator_from_jaxviz
-            self._torch = (caffenet_from_jaxviz(self.c_params, self.c_cfg),
-                           generator_from_jaxviz(self.g_params, self.g_cfg))
+            device = torch_device()
+            self._torch = (caffenet_from_jaxviz(self.c_params, self.c_cfg).to(device),
+                           generator_from_jaxviz(self.g_params, self.g_cfg).to(device))
         return self._torch
 
     # pure JAX functions (jitted by the caller)
@@ -149,10 +151,11 @@ class Nets:
         if compiled:
             net, gen = torch.compile(net), torch.compile(gen)
         rng = np.random.default_rng(b)
-        x = torch.from_numpy(rng.normal(0, 30, (b, 3, 227, 227)).astype(np.float32))
-        h = torch.from_numpy(np.abs(rng.normal(0, 1, (b, 4096))).astype(np.float32))
-        t = torch.arange(b) % 1000
-        ct = torch.from_numpy(rng.normal(0, 1, (b, 3, 256, 256)).astype(np.float32))
+        device = torch_device()
+        x = torch.from_numpy(rng.normal(0, 30, (b, 3, 227, 227)).astype(np.float32)).to(device)
+        h = torch.from_numpy(np.abs(rng.normal(0, 1, (b, 4096))).astype(np.float32)).to(device)
+        t = (torch.arange(b) % 1000).to(device)
+        ct = torch.from_numpy(rng.normal(0, 1, (b, 3, 256, 256)).astype(np.float32)).to(device)
         o = self.g_cfg.crop_offset
 
         def caffenet_fwd():
@@ -184,8 +187,23 @@ class Nets:
                 hn = h + DGN_LR * g / (g.abs().mean(dim=1, keepdim=True) + 1e-12)
                 return hn.clamp(0.0, 30.0) * 0.99
 
-        return dict(caffenet_fwd=caffenet_fwd, pixel=pixel, generator_fwd=generator_fwd,
-                    generator_vjp=generator_vjp, dgn_am=dgn_am)
+        fns = dict(caffenet_fwd=caffenet_fwd, pixel=pixel, generator_fwd=generator_fwd,
+                   generator_vjp=generator_vjp, dgn_am=dgn_am)
+        return {name: functools.partial(lambda f: torch_done(f()), f) for name, f in fns.items()}
+
+
+def torch_device() -> str:
+    """Where the PyTorch twins run: the GPU where JAX runs on one and PyTorch sees it, else the CPU."""
+    import torch
+    return "cuda" if jax.default_backend() == "gpu" and torch.cuda.is_available() else "cpu"
+
+
+def torch_done(value):
+    """``value`` once PyTorch's queued GPU work is done (on CPU, PyTorch's calls are synchronous)."""
+    import torch
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+    return value
 
 
 def xla_cost(fn, args) -> tuple[Any, float | None, dict]:
@@ -213,25 +231,30 @@ def xla_cost(fn, args) -> tuple[Any, float | None, dict]:
 
 # ----- pieces ------------------------------------------------------------------------------------------
 
-CEILING_N = 2048
+def ceiling_size() -> int:
+    """The ceiling matmul's size: 2048 on CPU (a few hundred ms); 8192 on an accelerator, where a smaller
+    product is too short to fill the device (an H100 does 2048^3 in well under a millisecond)."""
+    return 2048 if jax.default_backend() == "cpu" else 8192
 
 
-def matmul_call(n: int = CEILING_N, dtype: str = "float32") -> Callable[[], Any]:
+def matmul_call(n: int | None = None, dtype: str = "float32") -> Callable[[], Any]:
     """A zero-argument call of a jitted ``n``^3 matmul in JAX (compiled and run once here): the ceiling's op."""
+    n = n or ceiling_size()
     a = jnp.asarray(np.random.default_rng(0).normal(size=(n, n)), dtype)
     f = jax.jit(lambda a, b: a @ b)
     block(f(a, a))
     return functools.partial(lambda f, a: block(f(a, a)), f, a)
 
 
-def matmul_gflops(seconds: float, n: int = CEILING_N) -> float:
-    """GFLOP/s of one ``n``^3 matmul that took ``seconds``."""
+def matmul_gflops(seconds: float, n: int | None = None) -> float:
+    """GFLOP/s of one ``n``^3 matmul (default ``ceiling_size()``) that took ``seconds``."""
+    n = n or ceiling_size()
     return round(2 * n**3 / seconds / 1e9, 1)
 
 
 def ceiling(repeats: int) -> dict:
     """GFLOP/s of a large matmul: the most this device does with one XLA op (float32, bfloat16)."""
-    n = CEILING_N
+    n = ceiling_size()
     out = {}
     variants = {}
     for dtype in ("float32", "bfloat16"):
@@ -241,9 +264,13 @@ def ceiling(repeats: int) -> dict:
             out[f"jax_{dtype}"] = {"error": str(e)[:200]}
     try:
         import torch
-        ta = torch.randn(n, n)
-        variants["torch_float32"] = lambda: ta @ ta
-        # (PyTorch's bfloat16 matmul on a CPU without native bf16 takes minutes at this size: left out)
+        device = torch_device()
+        ta = torch.randn(n, n, device=device)
+        variants["torch_float32"] = lambda: torch_done(ta @ ta)
+        if device == "cuda":
+            # (on a CPU without native bf16, PyTorch's bfloat16 matmul takes minutes at this size: left out)
+            tb = ta.to(torch.bfloat16)
+            variants["torch_bfloat16"] = lambda: torch_done(tb @ tb)
     except ImportError:
         pass
     res = interleaved(variants, repeats=repeats, warmup=2)
@@ -293,7 +320,7 @@ def steps(nets: Nets, names, batches, repeats, torch_compile: bool, matmul: Call
             variants = {"jaxviz": functools.partial(lambda c, a: block(c(*a)), compiled, args)}
             if name in torch_eager:
                 variants["torch"] = torch_eager[name]
-                if torch_one_thread:
+                if torch_one_thread and torch_device() == "cpu":
                     variants["torch 1 thread"] = _one_thread(torch_eager[name])
             extra = {}
             if name in torch_comp:
@@ -417,6 +444,9 @@ def lucent_piece(nets: Nets, repeats: int, n_steps: int = 16) -> dict:
     per-render costs weigh on each side about as they do in a real render of hundreds of steps, not 4x.
     """
     import torch
+    if torch_device() != "cpu":
+        return {"error": "the Lucent piece runs Lucent on the CPU only (its upconvGAN and our twins would sit "
+                         "on different devices here)"}
     note = _torchvision_stand_in()
     try:
         from lucent.optvis import objectives as lobj, param as lparam, render, transform as ltr
@@ -524,6 +554,52 @@ def sweep_piece(nets: Nets, chunks, repeats: int, n_steps: int = 3) -> list[dict
                      "first_call_s": firsts[c], "load": [v["load_before"], v["load_after"]]})
         print(f"sweep chunk {c}: {json.dumps(rows[-1])}", flush=True)
     return rows
+
+
+def units_piece(nets: Nets, units: int, n_steps: int, chunk: int | None = None) -> dict:
+    """DGN-AM on fc8 units ``0 .. units-1`` (one run each, ``n_steps`` steps) through ``compiled_run``, in
+    chunks of the sweep's default size unless ``chunk`` is given, the short last chunk padded as the sweep
+    pads it, each run's best image, objective and rank fetched to the host: a sweep's compute without its
+    files. Twice: the first pass compiles, the second is the steady figure (the issue's GPU goal: 1000
+    units x 200 steps in under 10 s)."""
+    from jaxviz import recipes
+    from jaxviz.core import objectives
+    from jaxviz.core.loop import compiled_run
+    from jaxviz.models.model import Model
+    from jaxviz.workflows.devices import default_chunk_size, device_memory_bytes, estimate_run_bytes, step_memory
+    classifier = Model("caffenet", nets.caffenet, nets.c_params, {})
+    generator = Model("generator", nets.generator, nets.g_params, {})
+    preset = recipes.dgn_am(generator, bounds=30.0, steps=n_steps)
+    objective = objectives.unit("fc8")
+    all_units = np.arange(units)
+    all_keys = jax.vmap(lambda u: jax.random.fold_in(jax.random.key(0), u))(jnp.asarray(all_units))
+    if chunk is None:
+        chunk = default_chunk_size(estimate_run_bytes(classifier, preset, "fc8"), units, 1,
+                                   device_memory_bytes(jax.devices()[0]),
+                                   step_memory(classifier, preset, objective, jnp.asarray(all_units[:1] % 1000),
+                                               all_keys[:1]))
+    run = compiled_run(classifier.function, objective, preset.param, preset.method, True, False)
+
+    def one_pass() -> float:
+        t0 = time.perf_counter()
+        results = []
+        for start in range(0, units, chunk):
+            idx = np.arange(start, start + chunk) % units   # the last chunk repeats runs to its full size
+            r = run(classifier.params, preset.aux_params, jnp.asarray(idx % 1000, jnp.int32), all_keys[idx])
+            results.append((r.best_image, r.best_objective, r.rank))
+        jax.device_get(results)
+        return time.perf_counter() - t0
+
+    load_before = load()
+    first = one_pass()
+    second = one_pass()
+    out = {"units": units, "steps": n_steps, "chunk": chunk, "chunks": -(-units // chunk),
+           "first_pass_s": round(first, 2), "second_pass_s": round(second, 2),
+           "unit_steps_per_s": round(units * n_steps / second, 1),
+           "device": f"{jax.devices()[0].platform}:{getattr(jax.devices()[0], 'device_kind', '?')}",
+           "load": [load_before, load()]}
+    print(f"units: {json.dumps(out)}", flush=True)
+    return out
 
 
 # ----- fresh-process pieces: compile time, peak memory -----------------------------------------------------
@@ -830,6 +906,13 @@ def markdown(data: dict) -> str:
         i = data["inverse_set"]
         lines += ["## Inverse set", "", f"{i.get('config')}: first call {i.get('first_call_s')} s (with compilation), "
                   f"second {i.get('second_call_s')} s; load {i.get('load_before')} -> {i.get('load_after')}", ""]
+    if data.get("units"):
+        u = data["units"]
+        lines += ["## Units: a sweep's compute (DGN-AM on fc8, one run a unit, results to the host)", "",
+                  (f"{u['units']} units x {u['steps']} steps in {u['chunks']} chunks of {u['chunk']} on {u['device']}: "
+                   f"first pass {u['first_pass_s']} s (with compilation), second {u['second_pass_s']} s "
+                   f"({u['unit_steps_per_s']} unit-steps/s); load {u['load'][0]} -> {u['load'][1]}")
+                  if "second_pass_s" in u else f"error: {u.get('error')}", ""]
     return "\n".join(lines)
 
 
@@ -869,9 +952,14 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", default=f"benchmarks/results/{jax.default_backend()}-{datetime.date.today()}",
                         help="path prefix: writes PREFIX.json, PREFIX.md, PREFIX.png")
-    parser.add_argument("--only", default=",".join(ALL), help=f"comma-separated pieces of: {', '.join(ALL)}")
+    parser.add_argument("--only", default=",".join(DEFAULT),
+                        help=f"comma-separated pieces of: {', '.join(ALL)} (default: all but units)")
     parser.add_argument("--batches", default="1,8,32")
     parser.add_argument("--chunks", default="1,4,8,16")
+    parser.add_argument("--units", type=int, default=1000, help="units piece: fc8 units, one run each")
+    parser.add_argument("--unit-steps", type=int, default=200, help="units piece: DGN-AM steps a run")
+    parser.add_argument("--units-chunk", type=int, default=None,
+                        help="units piece: runs per chunk (default: the sweep's, from the device's free memory)")
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--repeats-large", type=int, default=3, help="rounds at batches of 32 and more")
     parser.add_argument("--compile-batches", default="1,8",
@@ -921,7 +1009,7 @@ def main(argv=None) -> None:
         write_report(pathlib.Path(args.out), data)
         return result
     nets = Nets() if set(only) & {"caffenet_fwd", "pixel", "generator_fwd", "generator_vjp", "dgn_am", "lucent",
-                                  "sweep", "chunk_memory"} else None
+                                  "sweep", "chunk_memory", "units"} else None
     if "ceiling" in only:
         data["ceiling"] = guarded("ceiling", ceiling, args.repeats)
         print(f"ceiling: {json.dumps(data['ceiling'])}", flush=True)
@@ -950,6 +1038,8 @@ def main(argv=None) -> None:
         data["chunk_memory"] = guarded("chunk_memory", chunk_memory_piece, nets)
     if "inverse_set" in only:
         data["inverse_set"] = guarded("inverse_set", inverse_set_piece)
+    if "units" in only:
+        data["units"] = guarded("units", units_piece, nets, args.units, args.unit_steps, args.units_chunk)
     data["load_after"] = load()
     data["wall_s"] = round(time.perf_counter() - t_start, 1)
     paths = write_report(pathlib.Path(args.out), data)
