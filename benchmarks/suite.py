@@ -6,7 +6,7 @@ medians of ``--repeats`` rounds, with the machine's load before and after beside
 (CaffeNet 227x227, the 4096-code fc6 generator -> 256x256, crop 227), random weights (speed does not
 depend on the values), the PyTorch twins holding the same weights (``torch_nets``). Pieces (``--only``):
 
-- ``ceiling``: a 2048^3 float32 matmul (and bfloat16), GFLOP/s, JAX and PyTorch;
+- ``ceiling``: a 2048^3 float32 matmul (and bfloat16), GFLOP/s, JAX and PyTorch (8192^3 off CPU);
 - ``caffenet_fwd``, ``pixel`` (CaffeNet forward + input gradient + normalized step), ``generator_fwd``,
   ``generator_vjp``, ``dgn_am`` (G, crop, CaffeNet to fc8, both backward, DGN-AM's update, clip, decay):
   ms, images/s, XLA's GFLOP (``cost_analysis``), GFLOP/s and fraction of the ceiling (the ceiling's matmul
@@ -18,13 +18,17 @@ depend on the values), the PyTorch twins holding the same weights (``torch_nets`
   image and a batch of 8 channels;
 - ``sweep``: DGN-AM units/s against chunk size through ``compiled_run`` (what ``jaxviz sweep`` runs);
 - ``compile``: first call against steady state of ``recipes.lucid`` at batch 1 and 8 and of DGN-AM at 8
-  (``COMPILE_WORKLOADS``), in fresh processes,
+  (``COMPILE_WORKLOADS``), in fresh processes (``--compile-repeats`` of each, medians),
   without and with JAX's persistent compilation cache (cold, then warm);
 - ``memory``: peak resident memory of each step per batch, each in a fresh process (measured: the
   kernel's peak-RSS mark, reset after setup and compilation, minus the resident size then), beside
   XLA's own memory analysis (in the step rows);
 - ``inverse_set``: ``sample_inverse_set`` with ``InverseSetConfig(n=500, k=10)``, fc8 unit 3 in [10, 15], on
-  the embedded pair (first call, with compilation, and a second one).
+  the embedded pair (first call, with compilation, and a second one);
+- ``units`` (asked for by name only): 1000 fc8 units x 200 DGN-AM steps through ``compiled_run`` in the
+  sweep's chunks, results to the host (``benchmarks/gpu.sh`` runs it on a GPU).
+
+On a GPU the PyTorch twins run on it too (``torch_device``); the Lucent piece is CPU-only.
 
 Writes ``PREFIX.json``, ``PREFIX.md`` and ``PREFIX.png`` (``--out PREFIX``, default
 ``benchmarks/results/<backend>-<date>``)::
