@@ -268,22 +268,24 @@ def test_every_steps_transform_values_are_drawn_at_the_start_and_the_step_hashes
     from jaxviz.core.transforms import draw, standard_transforms
     method = dataclasses.replace(METHOD, steps=5, transform=standard_transforms())
     parts = run_parts(net.function, O.unit("fc8"), Pixels((28, 28, 1), init_std=0.1), method)
-    carry = parts.init(net.params, None, jnp.int32(3), jax.random.key(7))
+    carry = jax.jit(parts.init)(net.params, None, jnp.int32(3), jax.random.key(7))
     random = {"random_bits", "random_split", "random_fold_in", "random_seed", "threefry2x32"}
     assert not random & set(primitive_names(parts.step, net.params, None, jnp.int32(3), carry, jnp.int32(2)))
     assert "random_bits" in primitive_names(parts.init, net.params, None, jnp.int32(3), jax.random.key(7))
     matrices, offsets = carry.transform_draws
     assert matrices.shape == (5, 1, 2, 2) and offsets.shape == (5, 1, 2)
     assert len({tuple(np.asarray(o).ravel()) for o in offsets}) > 1   # not one draw for every step
+    step_draw = jax.jit(lambda loop_key, i: draw(method.transform, step_keys(loop_key, i)[0], 1))
     for i in range(5):
-        want = draw(method.transform, step_keys(carry.loop_key, jnp.int32(i))[0], 1)
+        want = step_draw(carry.loop_key, jnp.int32(i))
         np.testing.assert_allclose(matrices[i], want[0], rtol=1e-6)
         np.testing.assert_allclose(offsets[i], want[1], rtol=1e-6, atol=1e-6)
     # and the run goes on from them: a step with the transform is not the step without it
     plain = run_parts(net.function, O.unit("fc8"), Pixels((28, 28, 1), init_std=0.1),
                       dataclasses.replace(method, transform=None))
-    moved = parts.step(net.params, None, jnp.int32(3), carry, jnp.int32(0)).z
-    unmoved = plain.step(net.params, None, jnp.int32(3), carry._replace(transform_draws=None), jnp.int32(0)).z
+    moved = jax.jit(parts.step)(net.params, None, jnp.int32(3), carry, jnp.int32(0)).z
+    unmoved = jax.jit(plain.step)(net.params, None, jnp.int32(3), carry._replace(transform_draws=None),
+                                  jnp.int32(0)).z
     assert not np.allclose(moved, unmoved)
 
 
