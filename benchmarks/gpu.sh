@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The benchmark suite on a GPU in one call of about five minutes: what the GPU goals of the speed issue ask
+# The benchmark suite on a GPU in one call (five minutes or so by estimate: it has not run on a GPU yet): what the GPU goals of the speed issue ask
 # (the DGN-AM step's share of the device's ceiling at batch 64 and 128, 1000 fc8 units x 200 DGN-AM steps,
 # the inverse-set seeds), with eager PyTorch on the same GPU beside the steps.
 #
