@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The benchmark suite on a GPU in one call (five minutes or so by estimate: it has not run on a GPU yet): what the GPU goals of the speed issue ask
-# (the DGN-AM step's share of the device's ceiling at batch 64 and 128, 1000 fc8 units x 200 DGN-AM steps,
-# the inverse-set seeds), with eager PyTorch on the same GPU beside the steps.
+# The benchmark suite on a GPU in one call, five minutes or so by estimate (it has not run on a GPU yet):
+# what the GPU goals of the speed issue ask (the DGN-AM step's share of the device's ceiling at batch 64
+# and 128, 1000 fc8 units x 200 DGN-AM steps, the inverse-set seeds), with eager PyTorch on the same GPU
+# beside the steps.
 #
 # Run from anywhere on the GPU machine, with a Python that has JAX for the GPU, flax, optax, chex,
 # orbax-checkpoint, Pillow, tqdm, matplotlib and PyTorch; jaxviz itself is imported from this tree, nothing
