@@ -7,8 +7,8 @@
 # Run from anywhere on the GPU machine, with a Python that has JAX for the GPU, flax, optax, chex,
 # orbax-checkpoint, Pillow, tqdm, matplotlib and PyTorch; jaxviz itself is imported from this tree, nothing
 # is installed. Writes $OUT/gpu-<date>.json, .md, .png and .log (OUT: benchmarks/results by default).
-# Overrides: PY, PIECES, BATCHES, UNITS, UNIT_STEPS, EXTRA (more suite flags, e.g. "--compile-batches 8"
-# without "--no-torch-compile" to add torch.compile, about a minute a workload to warm up).
+# Overrides: PY, PIECES, BATCHES, UNITS, UNIT_STEPS, EXTRA (more suite flags), TORCH_COMPILE=1 (torch.compile
+# beside the steps at batch 8: about a minute a workload to warm up).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-benchmarks/results}
@@ -21,6 +21,7 @@ mkdir -p "$OUT"
   "$PY" -c "import sys, jax; print('python', sys.version.split()[0], 'jax', jax.__version__, jax.devices())"
   "$PY" -m benchmarks.suite --out "$prefix" \
     --only "${PIECES:-ceiling,pixel,dgn_am,units,inverse_set}" --batches "${BATCHES:-1,8,64,128}" \
-    --no-torch-compile --no-loop --repeats 7 --repeats-large 5 \
+    $([ "${TORCH_COMPILE:-0}" = 1 ] && echo --compile-batches 8 || echo --no-torch-compile) \
+    --no-loop --repeats 7 --repeats-large 5 \
     --units "${UNITS:-1000}" --unit-steps "${UNIT_STEPS:-200}" ${EXTRA:-}
 } 2>&1 | tee "$prefix.log"
