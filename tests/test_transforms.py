@@ -47,10 +47,15 @@ def test_differentiable(name):
 
 @pytest.mark.parametrize("name", sorted(RANDOM))
 def test_values_drawn_apart_from_their_use_give_the_same_images(name):
-    # The loop draws every step's values at the start of a run (transforms.draw) and applies them later.
-    t, x, key = RANDOM[name], images(), jax.random.key(4)
+    # The loop draws every step's values at the start of a run, vmapped over the steps' keys under jit
+    # (transforms.draw), and each step applies its row later: each row must give that key's images.
+    t, x = RANDOM[name], images()
     assert isinstance(t, T.RandomTransform)
-    np.testing.assert_array_equal(T.apply_drawn(t, T.draw(t, key, x.shape[0]), x), t(key, x))
+    keys = jax.random.split(jax.random.key(4), 3)
+    rows = jax.jit(jax.vmap(lambda k: T.draw(t, k, x.shape[0])))(keys)
+    for i, key in enumerate(keys):
+        row = jax.tree_util.tree_map(lambda a: a[i], rows)
+        np.testing.assert_allclose(T.apply_drawn(t, row, x), t(key, x), rtol=1e-5, atol=1e-5)
 
 
 def test_a_plain_function_draws_as_it_applies():

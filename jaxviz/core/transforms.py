@@ -303,7 +303,7 @@ def standard_transforms(pad_width: int = 0, pad_value: float = 0.0) -> RandomTra
 
 
 __all__ = [
-    "Transform", "RandomTransform", "draw", "apply_drawn", "compose", "uniform_index", "shift", "jitter", "affine_about_center", "scale_matrices",
-    "rotation_matrices", "random_scale", "random_rotate", "random_affine", "pad", "standard_transforms",
+    "Transform", "RandomTransform", "draw", "apply_drawn", "compose", "uniform_index", "shift", "jitter",
+    "affine_about_center", "scale_matrices", "rotation_matrices", "random_scale", "random_rotate", "random_affine", "pad", "standard_transforms",
     "LUCID_SCALES", "LUCID_ANGLES",
 ]
